@@ -1,0 +1,523 @@
+#!/usr/bin/env bash
+# modelgate benchmark harness: standard loads h1-1k and sse-1 (see /work/shared/BENCH.md),
+# side by side against direct (no proxy), nginx and modelgate, in one run.
+#
+#   bench/run.sh                       # DURATION=10 REPEATS=3
+#   DURATION=3 REPEATS=1 bench/run.sh  # quick check
+#
+# Knobs (env): DURATION REPEATS WARMUP CONNS THREADS LOADS SSE_EVENTS SSE_GAP_MS
+#   ORIGIN_WORKERS MODELGATE SSE_BENCH SKIP_MODELGATE BUILD KEEP_TMP READY_TIMEOUT
+# See bench/README.md.
+set -uo pipefail
+
+DURATION=${DURATION:-10}          # seconds per wrk run
+REPEATS=${REPEATS:-3}             # repeats; every repeat runs every target in turn
+WARMUP=${WARMUP:-1}               # seconds of wrk warm-up per h1 target (0 = none)
+CONNS=${CONNS:-32}                # wrk -c
+THREADS=${THREADS:-1}             # wrk -t
+LOADS=${LOADS:-"h1-1k sse-1"}     # which loads to run
+SSE_EVENTS=${SSE_EVENTS:-200}     # events per SSE stream
+SSE_GAP_MS=${SSE_GAP_MS:-10}      # gap between SSE events
+ORIGIN_WORKERS=${ORIGIN_WORKERS:-2}  # workers of the origin nginx (h1-1k)
+SKIP_MODELGATE=${SKIP_MODELGATE:-0}  # 1 = measure direct + nginx only
+BUILD=${BUILD:-1}                 # 0 = never run cargo (use what exists / rustc fallback)
+KEEP_TMP=${KEEP_TMP:-0}           # 1 = keep the temp dir (configs, logs)
+READY_TIMEOUT=${READY_TIMEOUT:-10}  # seconds to wait for a server to answer
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+MODELGATE=${MODELGATE:-$ROOT/target/release/modelgate}
+SSE_BENCH=${SSE_BENCH:-$ROOT/target/release/examples/sse-bench}
+CLK_TCK=$(getconf CLK_TCK)
+
+for tool in nginx wrk curl ss pgrep awk; do
+    command -v "$tool" >/dev/null || { echo "run.sh: $tool not found (apt install it)" >&2; exit 1; }
+done
+
+# ------------------------------------------------------------------ plumbing ---
+T=$(mktemp -d "${TMPDIR:-/tmp}/modelgate-bench.XXXXXX")
+chmod 755 "$T"   # nginx workers run as nobody
+PIDS=()          # every background process this script started
+USED_PORTS=" "
+
+proc_tree() {    # pid and all its descendants
+    local p=$1 c
+    [ -d "/proc/$p" ] || return 0
+    echo "$p"
+    for c in $(pgrep -P "$p" 2>/dev/null); do proc_tree "$c"; done
+}
+
+stop_pid() {     # TERM a process we started (and its tree), KILL after 3 s
+    local pid=$1 tree i
+    tree=$(proc_tree "$pid")
+    [ -n "$tree" ] || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for i in $(seq 30); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    for p in $tree; do kill -KILL "$p" 2>/dev/null; done
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+cleanup() {
+    local i
+    trap - EXIT INT TERM
+    [ -n "$FG_PID" ] && stop_pid "$FG_PID"
+    for ((i=${#PIDS[@]}-1; i>=0; i--)); do stop_pid "${PIDS[i]}"; done
+    if [ "$KEEP_TMP" = 1 ]; then echo "temp dir kept: $T" >&2; else rm -rf "$T"; fi
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM
+
+alloc_port() {   # alloc_port VAR: a random free port on 127.0.0.1
+    local p i
+    for i in $(seq 200); do
+        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        case "$USED_PORTS" in *" $p "*) continue ;; esac
+        if [ -z "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; then
+            USED_PORTS="$USED_PORTS$p "
+            printf -v "$1" '%s' "$p"
+            return 0
+        fi
+    done
+    echo "run.sh: no free port found" >&2; exit 1
+}
+
+FG_PID=
+run_fg() {       # run a load generator; in the background + wait, so INT/TERM act at once
+    "$@" &
+    FG_PID=$!
+    wait "$FG_PID"
+    local rc=$?
+    FG_PID=
+    return $rc
+}
+
+LAST_PID=
+start_bg() {     # start_bg NAME CMD...: run in background, logs in $T/NAME.log
+    local name=$1; shift
+    "$@" >"$T/$name.log" 2>&1 &
+    LAST_PID=$!
+    PIDS+=("$LAST_PID")
+}
+
+wait_http() {    # wait_http PORT PID: until anything answers HTTP (any status)
+    local port=$1 pid=$2 deadline=$((SECONDS + READY_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        kill -0 "$pid" 2>/dev/null || return 1
+        curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+cpu_ticks() {    # utime+stime(+reaped children) of a process tree, in clock ticks
+    local sum=0 p s
+    for p in $(proc_tree "$1"); do
+        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        s=${s##*) }
+        # shellcheck disable=SC2086
+        set -- $s
+        # after "comm)": $1=state ... $12=utime $13=stime $14=cutime $15=cstime
+        sum=$((sum + ${12} + ${13} + ${14} + ${15}))
+    done
+    echo "$sum"
+}
+
+median() {       # median of the numeric arguments ("n/a" ignored)
+    printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g |
+        awk '{a[NR]=$1} END{ if(NR==0) print "n/a"; else if(NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'
+}
+
+calc() {         # calc FORMAT EXPR [vars...]: awk arithmetic, "n/a" if any var is n/a or div by 0
+    local fmt=$1 expr=$2; shift 2
+    local v
+    for v in "$@"; do [[ "$v" =~ ^-?[0-9.]+([eE][-+]?[0-9]+)?$ ]] || { echo "n/a"; return; }; done
+    awk -v fmt="$fmt" "BEGIN{ split(\"$*\", v, \" \"); r = $expr; if (r == \"nan\") print \"n/a\"; else printf fmt, r }" 2>/dev/null || echo "n/a"
+}
+# calc uses v[1], v[2]...: e.g. calc %.2f 'v[1]/v[2]' 3 4
+safe_div() {     # safe_div FORMAT A B
+    calc "$1" '(v[2] == 0) ? "nan" : v[1] / v[2]' "$2" "$3"
+}
+
+# -------------------------------------------------------------- header / build ---
+UPTIME_START=$(uptime)
+echo "uptime: $UPTIME_START"
+MACHINE="nproc=$(nproc); $(grep -m1 'model name' /proc/cpuinfo | sed 's/[[:space:]]*:[[:space:]]*/: /'); kernel $(uname -r)"
+NGINX_V=$(nginx -v 2>&1 | sed 's/^nginx version: //')
+WRK_V=$(wrk -v 2>&1 | head -1 | awk '{print $1, $2}')
+echo "machine: $MACHINE"
+echo "peers: $NGINX_V; $WRK_V; curl $(curl --version | head -1 | awk '{print $2}')"
+CMD="DURATION=$DURATION REPEATS=$REPEATS WARMUP=$WARMUP CONNS=$CONNS THREADS=$THREADS LOADS=\"$LOADS\" SSE_EVENTS=$SSE_EVENTS SSE_GAP_MS=$SSE_GAP_MS bench/run.sh"
+echo "command: $CMD"
+echo "temp dir: $T"
+
+BUILT=0
+CARGO_FAILED=0
+cargo_build() {  # cargo_build ARGS...: log in $T/cargo.log; no retry after a failure
+    [ "$CARGO_FAILED" = 1 ] && return 1
+    echo "building: cargo build --release $* (log: $T/cargo.log)"
+    BUILT=1
+    (cd "$ROOT" && cargo build --release "$@") >>"$T/cargo.log" 2>&1 || { CARGO_FAILED=1; return 1; }
+}
+
+MG_SKIP_REASON=
+if [ "$SKIP_MODELGATE" = 1 ]; then
+    MG_SKIP_REASON="SKIP_MODELGATE=1"
+elif [ ! -x "$MODELGATE" ]; then
+    if [ "$BUILD" = 1 ]; then
+        if ! cargo_build --bin modelgate --example sse-bench; then
+            echo "modelgate: cargo build failed (last lines of $T/cargo.log):"
+            tail -n 15 "$T/cargo.log" | sed 's/^/    /'
+        fi
+    fi
+    if [ ! -x "$MODELGATE" ]; then
+        MG_SKIP_REASON="binary $MODELGATE not available"
+        [ "$CARGO_FAILED" = 1 ] && MG_SKIP_REASON="$MG_SKIP_REASON: cargo build failed, see above"
+    fi
+fi
+if [ -z "$MG_SKIP_REASON" ] && [ "$MODELGATE" = "$ROOT/target/release/modelgate" ]; then
+    newer=$(find "$ROOT/src" -name '*.rs' -newer "$MODELGATE" 2>/dev/null | head -3 | tr '\n' ' ')
+    [ -n "$newer" ] && echo "WARNING: modelgate binary is older than: $newer(rebuild: cargo build --release --bin modelgate)"
+fi
+
+# sse-bench: cargo example if present and fresh, else cargo, else plain rustc into $T.
+if [[ " $LOADS " == *" sse-1 "* ]]; then
+    USE_RUSTC=0
+    if [ ! -x "$SSE_BENCH" ] && [ "$BUILD" = 1 ] && [ "$SSE_BENCH" = "$ROOT/target/release/examples/sse-bench" ]; then
+        cargo_build --example sse-bench || echo "sse-bench: cargo build failed (library mid-edit?), falling back to rustc"
+    fi
+    if [ -x "$SSE_BENCH" ] && [ "$ROOT/bench/sse_bench.rs" -nt "$SSE_BENCH" ]; then
+        echo "sse-bench: $SSE_BENCH is older than bench/sse_bench.rs; using a fresh rustc build instead"
+        USE_RUSTC=1
+    fi
+    if [ ! -x "$SSE_BENCH" ] || [ "$USE_RUSTC" = 1 ]; then
+        echo "sse-bench: rustc -O --edition 2021 bench/sse_bench.rs -o $T/sse-bench"
+        rustc -O --edition 2021 "$ROOT/bench/sse_bench.rs" -o "$T/sse-bench" 2>"$T/rustc.log" ||
+            { echo "sse-bench: rustc failed:"; cat "$T/rustc.log"; exit 1; }
+        SSE_BENCH=$T/sse-bench
+    fi
+    echo "sse-bench: $SSE_BENCH"
+fi
+if [ "$BUILT" = 1 ]; then
+    UPTIME_START=$(uptime)
+    echo "uptime (after build): $UPTIME_START"
+fi
+
+# ------------------------------------------------------------------- servers ---
+nginx_temp_paths() {
+    local d=$1
+    cat <<EOF
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+EOF
+}
+
+start_nginx() {  # start_nginx NAME CONF_BODY_FILE: foreground master; sets LAST_PID
+    local name=$1 d=$T/$1
+    shift
+    "$@"   # write the config
+    nginx -t -q -p "$d/" -c "$d/nginx.conf" -e "$d/error.log" 2>"$d/test.log" ||
+        { echo "nginx $name: bad config:"; cat "$d/test.log"; exit 1; }
+    start_bg "$name" nginx -p "$d/" -c "$d/nginx.conf" -e "$d/error.log"
+}
+
+write_origin_nginx() {  # NAME PORT
+    local d=$T/$1 port=$2 body
+    mkdir -p "$d/tmp"
+    body=$(printf '%*s' 1024 '' | tr ' ' 'x')
+    cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes $ORIGIN_WORKERS;
+pid $d/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths "$d")
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    server {
+        listen 127.0.0.1:$port;
+        location = /1k {
+            default_type text/plain;
+            return 200 "$body";
+        }
+        location / { return 404; }
+    }
+}
+EOF
+}
+
+write_proxy_nginx() {   # NAME PORT ORIGIN_PORT
+    local d=$T/$1 port=$2 oport=$3
+    mkdir -p "$d/tmp"
+    cat >"$d/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+pid $d/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+$(nginx_temp_paths "$d")
+    keepalive_requests 10000000;
+    keepalive_timeout 300s;
+    upstream origin {
+        server 127.0.0.1:$oport;
+        keepalive 64;
+        keepalive_requests 10000000;
+        keepalive_timeout 300s;
+    }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+}
+
+write_modelgate_conf() {  # FILE PORT ORIGIN_PORT
+    cat >"$1" <<EOF
+[server]
+listen = "127.0.0.1:$2"
+workers = 1
+
+[log]
+access_log = false
+
+[[upstream]]
+name = "origin"
+endpoints = ["127.0.0.1:$3"]
+
+[[route]]
+id = "all"
+path_prefix = "/"
+upstream = "origin"
+class = "inference"
+EOF
+}
+
+# Starts the three targets for one load. Sets PORT_<target>, PID_<target>, TARGETS.
+start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
+    local load=$1 oport=$2 opid=$3 name
+    TARGETS="direct"
+    PORT_direct=$oport; PID_direct=$opid
+
+    name=nginx-proxy-$load
+    alloc_port PORT_nginx
+    start_nginx "$name" write_proxy_nginx "$name" "$PORT_nginx" "$oport"
+    PID_nginx=$LAST_PID
+    if ! wait_http "$PORT_nginx" "$PID_nginx"; then
+        echo "nginx proxy ($load) did not start:"; cat "$T/$name/error.log" "$T/$name.log" 2>/dev/null; exit 1
+    fi
+    TARGETS="$TARGETS nginx"
+
+    if [ -n "$MG_SKIP_REASON" ]; then
+        echo "[$load] modelgate: SKIPPED ($MG_SKIP_REASON)"
+        return
+    fi
+    name=modelgate-$load
+    alloc_port PORT_modelgate
+    write_modelgate_conf "$T/$name.toml" "$PORT_modelgate" "$oport"
+    start_bg "$name" "$MODELGATE" run --config "$T/$name.toml"
+    PID_modelgate=$LAST_PID
+    if wait_http "$PORT_modelgate" "$PID_modelgate"; then
+        TARGETS="$TARGETS modelgate"
+    else
+        if kill -0 "$PID_modelgate" 2>/dev/null; then
+            echo "[$load] modelgate: SKIPPED (no HTTP answer on 127.0.0.1:$PORT_modelgate within ${READY_TIMEOUT}s)"
+            stop_pid "$PID_modelgate"
+        else
+            wait "$PID_modelgate" 2>/dev/null; rc=$?
+            echo "[$load] modelgate: SKIPPED (exited with status $rc before answering)"
+        fi
+        echo "    command: $MODELGATE run --config $T/$name.toml"
+        echo "    last lines of its output:"
+        tail -n 10 "$T/$name.log" | sed 's/^/    | /'
+        MG_SKIP_REASON="failed to start, see above"
+    fi
+}
+
+stop_targets() {
+    local t
+    for t in $TARGETS; do
+        [ "$t" = direct ] && continue
+        eval "stop_pid \$PID_$t"
+    done
+}
+
+label() {
+    case $1 in
+        direct) echo "direct (no proxy)" ;;
+        nginx) echo "nginx ${NGINX_V#nginx/} (1 worker)" ;;
+        modelgate) echo "modelgate (1 worker)" ;;
+    esac
+}
+
+rotate() {       # rotate N words...: the words starting at offset N (mod count)
+    local n=$1; shift
+    local a=("$@") i k=${#a[@]}
+    for ((i=0; i<k; i++)); do printf '%s ' "${a[(i + n) % k]}"; done
+}
+
+declare -A H1_CPU H1_RPS H1_ERR SSE_MED SSE_P99 SSE_BAD
+ALL_TARGETS="direct nginx modelgate"
+
+# ------------------------------------------------------------------- h1-1k ---
+run_wrk() {      # run_wrk PORT SECONDS OUTFILE
+    run_fg wrk -t"$THREADS" -c"$CONNS" -d"$2s" "http://127.0.0.1:$1/1k" >"$3" 2>&1
+}
+
+load_h1() {
+    echo
+    echo "== h1-1k: wrk -t$THREADS -c$CONNS -d${DURATION}s, 1 KiB body, keep-alive; origin nginx ($ORIGIN_WORKERS workers)"
+    local oport opid t r out reqs rps errs c0 c1 cpu
+    alloc_port oport
+    start_nginx origin-h1 write_origin_nginx origin-h1 "$oport"
+    opid=$LAST_PID
+    wait_http "$oport" "$opid" || { echo "origin nginx did not start:"; cat "$T/origin-h1/error.log"; exit 1; }
+    start_targets h1-1k "$oport" "$opid"
+    for t in $TARGETS; do
+        code=$(eval "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:\$PORT_$t/1k")
+        [ "$code" = 200 ] || echo "[h1-1k] WARNING: $t answers /1k with HTTP $code"
+        if [ "$WARMUP" != 0 ]; then eval "run_wrk \$PORT_$t $WARMUP /dev/null"; fi
+    done
+    for ((r=1; r<=REPEATS; r++)); do
+        for t in $(rotate $((r - 1)) $TARGETS); do
+            out=$T/wrk-$t-$r.txt
+            eval "port=\$PORT_$t pid=\$PID_$t"
+            c0=$(cpu_ticks "$pid")
+            run_wrk "$port" "$DURATION" "$out"
+            c1=$(cpu_ticks "$pid")
+            reqs=$(awk '/requests in/ {print $1}' "$out")
+            rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+            errs=$(awk '/Non-2xx/ {n+=$NF} /Socket errors:/ {gsub(",", ""); n+=$4+$6+$8+$10} END{print n+0}' "$out")
+            if [ -z "$reqs" ] || [ "$reqs" = 0 ]; then
+                echo "[h1-1k r$r] $t: wrk produced no requests:"; sed 's/^/    /' "$out"
+                reqs=n/a; rps=n/a; cpu=n/a
+            else
+                cpu=$(calc %.2f 'v[1] * 1000000 / v[2] / v[3]' $((c1 - c0)) "$CLK_TCK" "$reqs")
+            fi
+            [ "$t" = direct ] && cpu=n/a   # the origin's CPU is not a proxy cost
+            H1_CPU[$t]+="$cpu "; H1_RPS[$t]+="$rps "; H1_ERR[$t]=$(( ${H1_ERR[$t]:-0} + errs ))
+            printf '[h1-1k r%d] %-10s req/s=%-10s requests=%-9s cpu_us_per_req=%-7s errors=%s\n' \
+                "$r" "$t" "$rps" "$reqs" "$cpu" "$errs"
+        done
+    done
+    stop_targets
+    stop_pid "$opid"
+}
+
+# ------------------------------------------------------------------- sse-1 ---
+load_sse() {
+    echo
+    echo "== sse-1: 1 stream, $SSE_EVENTS events ${SSE_GAP_MS} ms apart; origin sse-bench"
+    local oport opid t r line med p99 n
+    alloc_port oport
+    start_bg origin-sse "$SSE_BENCH" origin --listen "127.0.0.1:$oport" --events "$SSE_EVENTS" --gap-ms "$SSE_GAP_MS"
+    opid=$LAST_PID
+    wait_http "$oport" "$opid" || { echo "sse-bench origin did not start:"; cat "$T/origin-sse.log"; exit 1; }
+    start_targets sse-1 "$oport" "$opid"
+    local timeout=$(( SSE_EVENTS * SSE_GAP_MS / 1000 + 30 ))
+    for ((r=1; r<=REPEATS; r++)); do
+        for t in $(rotate $((r - 1)) $TARGETS); do
+            eval "port=\$PORT_$t"
+            run_fg "$SSE_BENCH" client --url "http://127.0.0.1:$port/sse" --timeout-s "$timeout" \
+                >"$T/sse-client-$t-$r.out" 2>"$T/sse-client-$t-$r.err"
+            line=$(head -n 1 "$T/sse-client-$t-$r.out")
+            n=$(sed -n 's/.*events=\([0-9]*\).*/\1/p' <<<"$line")
+            med=$(sed -n 's/.*median_us=\([-0-9.]*\).*/\1/p' <<<"$line")
+            p99=$(sed -n 's/.*p99_us=\([-0-9.]*\).*/\1/p' <<<"$line")
+            if [ "${n:-0}" != "$SSE_EVENTS" ]; then
+                echo "[sse-1 r$r] $t: WARNING: got ${n:-0} of $SSE_EVENTS events: $(cat "$T/sse-client-$t-$r.err")"
+                SSE_BAD[$t]=$(( ${SSE_BAD[$t]:-0} + 1 ))
+                [ "${n:-0}" = 0 ] && { med=n/a; p99=n/a; }
+            fi
+            SSE_MED[$t]+="${med:-n/a} "; SSE_P99[$t]+="${p99:-n/a} "
+            printf '[sse-1 r%d] %-10s %s\n' "$r" "$t" "${line:-(no output)}"
+        done
+    done
+    stop_targets
+    stop_pid "$opid"
+}
+
+# --------------------------------------------------------------------- main ---
+for load in $LOADS; do
+    case $load in
+        h1-1k) load_h1 ;;
+        sse-1) load_sse ;;
+        *) echo "unknown load $load (known: h1-1k sse-1)"; exit 1 ;;
+    esac
+done
+
+# ------------------------------------------------------------------ summary ---
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+UPTIME_END=$(uptime)
+[ -n "$MG_SKIP_REASON" ] && MG_NOTE="modelgate skipped: $MG_SKIP_REASON" ||
+    MG_NOTE="modelgate: $MODELGATE ($(date -u -r "$MODELGATE" '+%Y-%m-%d %H:%M UTC'))"
+
+echo
+echo "================================================================ summary"
+echo
+echo "## $DATE — modelgate vs nginx vs direct"
+echo
+echo "- command: \`$CMD\`"
+echo "- uptime before: \`$UPTIME_START\`"
+echo "- uptime after: \`$UPTIME_END\`"
+echo "- machine: $MACHINE"
+echo "- peers: $NGINX_V; $WRK_V; $MG_NOTE"
+echo "- medians of $REPEATS repeats; targets run in turn within each repeat (order rotated per repeat)"
+
+if [[ " $LOADS " == *" h1-1k "* ]]; then
+    ng_cpu=$(median ${H1_CPU[nginx]:-}); ng_rps=$(median ${H1_RPS[nginx]:-})
+    echo
+    echo "### h1-1k — \`wrk -t$THREADS -c$CONNS -d${DURATION}s\`, 1 KiB body, keep-alive, origin nginx"
+    echo
+    echo "| target | CPU µs/req | ÷ nginx | req/s | ÷ nginx | errors | CPU µs/req per repeat |"
+    echo "|---|---:|---:|---:|---:|---:|---|"
+    for t in $ALL_TARGETS; do
+        if [ -z "${H1_RPS[$t]:-}" ]; then
+            echo "| $(label "$t") | skipped | | | | | |"; continue
+        fi
+        cpu=$(median ${H1_CPU[$t]}); rps=$(median ${H1_RPS[$t]})
+        rps_r=$(safe_div %.2f "$rps" "$ng_rps")
+        if [ "$t" = direct ]; then cpu_cell="–"; cpu_r="–"; per="–"
+        else cpu_cell=$(calc %.2f 'v[1]' "$cpu"); cpu_r=$(safe_div %.2f "$cpu" "$ng_cpu"); per=${H1_CPU[$t]% }
+        fi
+        printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$t")" "$cpu_cell" "$cpu_r" \
+            "$(calc %.0f 'v[1]' "$rps")" "$rps_r" "${H1_ERR[$t]:-0}" "$per"
+    done
+fi
+
+if [[ " $LOADS " == *" sse-1 "* ]]; then
+    d_med=$(median ${SSE_MED[direct]:-})
+    ng_added=$(calc %.1f 'v[1] - v[2]' "$(median ${SSE_MED[nginx]:-})" "$d_med")
+    echo
+    echo "### sse-1 — 1 stream, $SSE_EVENTS events ${SSE_GAP_MS} ms apart, origin \`sse-bench origin\`"
+    echo
+    echo "| target | median transit µs | p99 transit µs | added median µs/token vs direct | ÷ nginx's added | median per repeat |"
+    echo "|---|---:|---:|---:|---:|---|"
+    for t in $ALL_TARGETS; do
+        if [ -z "${SSE_MED[$t]:-}" ]; then
+            echo "| $(label "$t") | skipped | | | | |"; continue
+        fi
+        med=$(median ${SSE_MED[$t]}); p99=$(median ${SSE_P99[$t]})
+        if [ "$t" = direct ]; then added="–"; ratio="–"
+        else added=$(calc %.1f 'v[1] - v[2]' "$med" "$d_med"); ratio=$(safe_div %.2f "$added" "$ng_added")
+        fi
+        bad=""; [ -n "${SSE_BAD[$t]:-}" ] && bad=" (${SSE_BAD[$t]} incomplete runs)"
+        printf '| %s | %s | %s | %s | %s | %s%s |\n' "$(label "$t")" "$(calc %.1f 'v[1]' "$med")" \
+            "$(calc %.1f 'v[1]' "$p99")" "$added" "$ratio" "${SSE_MED[$t]% }" "$bad"
+    done
+fi
+echo

@@ -1,0 +1,150 @@
+//! Config errors that point at the file, line, column and key, and say how to fix it.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::Path;
+
+#[derive(Debug, Clone)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl ConfigError {
+    /// An error located at byte range `span` of `source`.
+    pub fn at(
+        file: &Path,
+        source: &str,
+        span: Option<Range<usize>>,
+        message: &str,
+        fix: &str,
+    ) -> Self {
+        let offset = span.map_or(0, |s| s.start).min(source.len());
+        let before = &source[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        ConfigError {
+            file: file.display().to_string(),
+            line,
+            column,
+            key: key_at(source, offset),
+            message: message.to_owned(),
+            fix: fix.to_owned(),
+        }
+    }
+
+    /// An error about the file as a whole (unreadable, missing sections).
+    pub fn whole_file(file: &Path, message: String, fix: &str) -> Self {
+        ConfigError {
+            file: file.display().to_string(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message,
+            fix: fix.to_owned(),
+        }
+    }
+
+    /// Splits a deserializer message of the form `what | fix: how` (see `config::values`) and
+    /// supplies a fix for serde's own messages.
+    pub fn from_toml(file: &Path, source: &str, e: &toml::de::Error) -> Self {
+        let raw = e.message().trim();
+        let (message, fix) = match raw.split_once(" | fix: ") {
+            Some((m, f)) => (m.to_owned(), f.to_owned()),
+            None if raw.starts_with("unknown field") => (
+                raw.to_owned(),
+                "remove the key or correct its spelling; config/modelgate.toml lists every key"
+                    .to_owned(),
+            ),
+            None if raw.starts_with("missing field") => (
+                raw.to_owned(),
+                "add the key; config/modelgate.toml shows it with an example".to_owned(),
+            ),
+            None if raw.starts_with("invalid type") => (
+                raw.to_owned(),
+                "use the value type shown in config/modelgate.toml".to_owned(),
+            ),
+            None => (
+                raw.to_owned(),
+                "check the TOML syntax at this position".to_owned(),
+            ),
+        };
+        ConfigError::at(file, source, e.span(), &message, &fix)
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)?;
+        } else {
+            write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+            if !self.key.is_empty() {
+                write!(f, "key `{}`: ", self.key)?;
+            }
+            f.write_str(&self.message)?;
+        }
+        write!(f, "\n  fix: {}", self.fix)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The dotted key at `offset`: the enclosing table header (with the index of an array-of-tables
+/// entry) plus the key on that line, e.g. `route[1].upstream`.
+fn key_at(source: &str, offset: usize) -> String {
+    let line_start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = source[line_start..].lines().next().unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim()).unwrap_or("");
+    let mut table = String::new();
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for l in source[..line_start].lines() {
+        let l = l.trim();
+        if let Some(name) = l.strip_prefix("[[").and_then(|r| r.split_once("]]")) {
+            let name = name.0.trim().to_owned();
+            let n = match counts.iter_mut().find(|(c, _)| *c == name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    counts.push((name.clone(), 0));
+                    0
+                }
+            };
+            table = format!("{name}[{n}]");
+        } else if let Some(name) = l.strip_prefix('[').and_then(|r| r.split_once(']')) {
+            table = name.0.trim().to_owned();
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (_, true) if line.trim_start().starts_with('[') => String::new(),
+        (true, _) => key.to_owned(),
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_key_with_its_array_index() {
+        let src = "[server]\nworkers = 1\n[[route]]\nid = \"a\"\n[[route]]\nid = \"b\"\nupstream = \"x\"\n";
+        let off = src.find("upstream").unwrap();
+        let e = ConfigError::at(
+            Path::new("f.toml"),
+            src,
+            Some(off..off + 3),
+            "bad",
+            "fix it",
+        );
+        assert_eq!((e.line, e.column), (7, 1));
+        assert_eq!(e.key, "route[1].upstream");
+    }
+}

@@ -1,0 +1,404 @@
+//! Configuration in two layers: the TOML file as serde structs (`file::*`, unknown keys are
+//! errors), then a validated, typed [`Config`] with names resolved to indices and durations as
+//! `Duration`. Every error names file, line, column and key, and says how to fix it.
+//!
+//! `config/modelgate.toml` is the commented reference of every key and its default; the
+//! `defaults_match_reference_file` test keeps the two in step.
+
+mod error;
+mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use error::ConfigError;
+use values::Addr;
+pub use values::{DriverChoice, Dur, LogFormat};
+
+use crate::route::{HostMatch, Route, Router};
+
+/// The validated configuration a worker runs with. Shared read-only (`Arc`) between workers and
+/// swapped whole on reload.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub server: Server,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub log: Log,
+    pub upstreams: Vec<Upstream>,
+    pub router: Router,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own runtime and listener.
+    pub workers: usize,
+    pub driver: DriverChoice,
+    pub drain_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+    pub max_trailer_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub header_read: Duration,
+    pub body_idle: Duration,
+    pub keepalive_idle: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_first_byte: Duration,
+    pub upstream_idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub format: LogFormat,
+    pub level: String,
+    pub access_log: bool,
+}
+
+/// A named group of equivalent model-server endpoints.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+    pub fail_backoff: Duration,
+    pub max_idle_per_endpoint: usize,
+    pub pool_idle_timeout: Duration,
+}
+
+/// The file as written. Defaults live here, once.
+mod file {
+    use super::*;
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Root {
+        #[serde(default)]
+        pub server: Server,
+        #[serde(default)]
+        pub limits: Limits,
+        #[serde(default)]
+        pub timeouts: Timeouts,
+        #[serde(default)]
+        pub log: Log,
+        #[serde(default)]
+        pub upstream: Vec<Upstream>,
+        #[serde(default)]
+        pub route: Vec<Route>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Server {
+        pub listen: Addr,
+        pub workers: usize,
+        pub driver: DriverChoice,
+        pub drain_grace: Dur,
+    }
+
+    impl Default for Server {
+        fn default() -> Self {
+            Server {
+                listen: Addr(SocketAddr::from(([127, 0, 0, 1], 8080))),
+                workers: 0,
+                driver: DriverChoice::Auto,
+                drain_grace: Dur::secs(30),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Limits {
+        pub max_headers: Spanned<usize>,
+        pub max_header_bytes: usize,
+        pub max_uri_bytes: usize,
+        pub max_trailer_bytes: usize,
+    }
+
+    impl Default for Limits {
+        fn default() -> Self {
+            Limits {
+                max_headers: Spanned::new(0..0, 100),
+                max_header_bytes: 32 * 1024,
+                max_uri_bytes: 8 * 1024,
+                max_trailer_bytes: 16 * 1024,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Timeouts {
+        pub header_read: Dur,
+        pub body_idle: Dur,
+        pub keepalive_idle: Dur,
+        pub upstream_connect: Dur,
+        pub upstream_first_byte: Dur,
+        pub upstream_idle: Dur,
+    }
+
+    impl Default for Timeouts {
+        fn default() -> Self {
+            Timeouts {
+                header_read: Dur::secs(10),
+                body_idle: Dur::secs(60),
+                keepalive_idle: Dur::secs(75),
+                upstream_connect: Dur::secs(3),
+                upstream_first_byte: Dur::secs(300),
+                upstream_idle: Dur::secs(300),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Log {
+        pub format: LogFormat,
+        pub level: String,
+        pub access_log: bool,
+    }
+
+    impl Default for Log {
+        fn default() -> Self {
+            Log {
+                format: LogFormat::Text,
+                level: "info".into(),
+                access_log: true,
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Upstream {
+        pub name: Spanned<String>,
+        pub endpoints: Spanned<Vec<Addr>>,
+        #[serde(default = "default_fail_backoff")]
+        pub fail_backoff: Dur,
+        #[serde(default = "default_max_idle")]
+        pub max_idle_per_endpoint: usize,
+        #[serde(default = "default_pool_idle")]
+        pub pool_idle_timeout: Dur,
+    }
+
+    fn default_fail_backoff() -> Dur {
+        Dur::secs(5)
+    }
+    fn default_max_idle() -> usize {
+        64
+    }
+    fn default_pool_idle() -> Dur {
+        Dur::secs(30)
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Route {
+        pub id: Spanned<String>,
+        #[serde(default)]
+        pub host: Option<String>,
+        #[serde(default = "default_prefix")]
+        pub path_prefix: Spanned<String>,
+        pub upstream: Spanned<String>,
+        pub class: String,
+    }
+
+    fn default_prefix() -> Spanned<String> {
+        Spanned::new(0..0, "/".into())
+    }
+}
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::whole_file(
+                path,
+                format!("cannot read config: {e}"),
+                "check the path and that the file is readable by the modelgate user",
+            )
+        })?;
+        Config::parse(path, &source)
+    }
+
+    /// Validates `source` as if read from `path` (which is only used in messages).
+    pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
+        let root: file::Root =
+            toml::from_str(source).map_err(|e| ConfigError::from_toml(path, source, &e))?;
+        let err = |span: std::ops::Range<usize>, msg: &str, fix: &str| {
+            ConfigError::at(path, source, Some(span), msg, fix)
+        };
+
+        let limits = &root.limits;
+        if *limits.max_headers.get_ref() == 0 || *limits.max_headers.get_ref() > 256 {
+            return Err(err(
+                limits.max_headers.span(),
+                "max_headers must be between 1 and 256",
+                "set limits.max_headers to a value from 1 to 256 (default 100)",
+            ));
+        }
+
+        let mut upstreams: Vec<Upstream> = Vec::new();
+        for u in &root.upstream {
+            if upstreams.iter().any(|x| x.name == *u.name.get_ref()) {
+                return Err(err(
+                    u.name.span(),
+                    &format!("duplicate upstream name {:?}", u.name.get_ref()),
+                    "give every [[upstream]] a unique name",
+                ));
+            }
+            if u.endpoints.get_ref().is_empty() {
+                return Err(err(
+                    u.endpoints.span(),
+                    "upstream has no endpoints",
+                    "list at least one address, e.g. endpoints = [\"127.0.0.1:8000\"]",
+                ));
+            }
+            upstreams.push(Upstream {
+                name: u.name.get_ref().clone(),
+                endpoints: u.endpoints.get_ref().iter().map(|a| a.0).collect(),
+                fail_backoff: u.fail_backoff.0,
+                max_idle_per_endpoint: u.max_idle_per_endpoint,
+                pool_idle_timeout: u.pool_idle_timeout.0,
+            });
+        }
+
+        let mut routes: Vec<Route> = Vec::new();
+        for r in &root.route {
+            if routes.iter().any(|x| x.id == *r.id.get_ref()) {
+                return Err(err(
+                    r.id.span(),
+                    &format!("duplicate route id {:?}", r.id.get_ref()),
+                    "give every [[route]] a unique id",
+                ));
+            }
+            let Some(upstream) = upstreams
+                .iter()
+                .position(|u| u.name == *r.upstream.get_ref())
+            else {
+                let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                return Err(err(
+                    r.upstream.span(),
+                    &format!("unknown upstream {:?}", r.upstream.get_ref()),
+                    &format!(
+                        "define an [[upstream]] with name = {:?}, or use one of: {}",
+                        r.upstream.get_ref(),
+                        if known.is_empty() {
+                            "(none defined)".into()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            };
+            if !r.path_prefix.get_ref().starts_with('/') {
+                return Err(err(
+                    r.path_prefix.span(),
+                    "path_prefix must start with '/'",
+                    "write it as an absolute path, e.g. \"/v1/\"",
+                ));
+            }
+            routes.push(Route {
+                id: r.id.get_ref().clone(),
+                host: HostMatch::parse(r.host.as_deref()),
+                path_prefix: r.path_prefix.get_ref().clone(),
+                upstream,
+                class: r.class.clone(),
+            });
+        }
+        if routes.is_empty() {
+            return Err(ConfigError::whole_file(
+                path,
+                "no [[route]] defined: every request would be answered 404".into(),
+                "add at least one [[route]] with path_prefix, upstream and class",
+            ));
+        }
+
+        let t = &root.timeouts;
+        let workers = match root.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        Ok(Config {
+            path: path.to_path_buf(),
+            server: Server {
+                listen: root.server.listen.0,
+                workers,
+                driver: root.server.driver,
+                drain_grace: root.server.drain_grace.0,
+            },
+            limits: Limits {
+                max_headers: *limits.max_headers.get_ref(),
+                max_header_bytes: limits.max_header_bytes,
+                max_uri_bytes: limits.max_uri_bytes,
+                max_trailer_bytes: limits.max_trailer_bytes,
+            },
+            timeouts: Timeouts {
+                header_read: t.header_read.0,
+                body_idle: t.body_idle.0,
+                keepalive_idle: t.keepalive_idle.0,
+                upstream_connect: t.upstream_connect.0,
+                upstream_first_byte: t.upstream_first_byte.0,
+                upstream_idle: t.upstream_idle.0,
+            },
+            log: Log {
+                format: root.log.format,
+                level: root.log.level,
+                access_log: root.log.access_log,
+            },
+            upstreams,
+            router: Router::new(routes),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), src)
+    }
+
+    const MIN: &str = "[[upstream]]\nname = \"m\"\nendpoints = [\"127.0.0.1:1\"]\n[[route]]\nid = \"r\"\nupstream = \"m\"\nclass = \"inference\"\n";
+
+    #[test]
+    fn reference_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/modelgate.toml");
+        Config::load(&path).unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = parse(&format!("[timeouts]\nheader_reed = \"1s\"\n{MIN}")).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("unknown field `header_reed`"), "{e}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_fix() {
+        let e = parse(&format!("[timeouts]\nbody_idle = \"10 parsecs\"\n{MIN}")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (2, "timeouts.body_idle"));
+        assert!(e.fix.contains("\"10s\""), "{e}");
+    }
+
+    #[test]
+    fn route_to_unknown_upstream_lists_known_ones() {
+        let e = parse(&MIN.replace("upstream = \"m\"", "upstream = \"x\"")).unwrap_err();
+        assert_eq!(e.key, "route[0].upstream");
+        assert!(e.fix.contains("one of: m"), "{e}");
+    }
+}

@@ -1,0 +1,94 @@
+//! A TCP connection with its read buffer: the one place that touches sockets on the request
+//! path, used for both the client and the upstream side.
+//!
+//! monoio's I/O is completion based: a read takes ownership of the buffer and gives it back.
+//! `Conn` hides that dance. Reads append into the spare capacity of one `BytesMut`; parsed heads
+//! and body data are split off its front as `Bytes`, so forwarding copies nothing. If a read times
+//! out, the in-flight buffer stays with the kernel operation, the connection is unusable and the
+//! caller closes it.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Read sizes: small enough to keep per-connection memory low, large enough for bulk bodies.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Why a read did not produce bytes.
+#[derive(Debug)]
+pub enum ReadError {
+    TimedOut,
+    Io(io::Error),
+}
+
+pub struct Conn {
+    stream: TcpStream,
+    pub buf: BytesMut,
+}
+
+impl Conn {
+    /// Wraps a connected stream; Nagle is disabled because every write here is a complete unit
+    /// (a head, a chunk, an SSE event) that must leave now.
+    pub fn new(stream: TcpStream) -> Conn {
+        let _ = stream.set_nodelay(true);
+        Conn {
+            stream,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        &self.stream
+    }
+
+    /// Reads more bytes onto the end of `buf`. `Ok(0)` is end of stream.
+    pub async fn fill(&mut self, limit: Duration) -> Result<usize, ReadError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        let len = buf.len();
+        let cap = buf.capacity();
+        match monoio::time::timeout(limit, self.stream.read(buf.slice_mut(len..cap))).await {
+            Ok((res, slice)) => {
+                self.buf = slice.into_inner();
+                res.map_err(ReadError::Io)
+            }
+            Err(_) => Err(ReadError::TimedOut),
+        }
+    }
+
+    /// Writes all of `data`, failing if the peer does not take it within `limit`.
+    pub async fn write(&mut self, data: Bytes, limit: Duration) -> Result<(), ReadError> {
+        match monoio::time::timeout(limit, self.stream.write_all(data)).await {
+            Ok((Ok(_), _)) => Ok(()),
+            Ok((Err(e), _)) => Err(ReadError::Io(e)),
+            Err(_) => Err(ReadError::TimedOut),
+        }
+    }
+
+    /// Whether a pooled connection is still usable: no EOF, no error, and no unsolicited bytes
+    /// waiting (an upstream must not speak before it is asked). One non-blocking `recv` peek.
+    pub fn is_reusable(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut byte = 0u8;
+        // SAFETY: `recv` writes at most 1 byte into `byte`, which lives across the call; the fd
+        // is owned by `self.stream` and open for the duration of the call.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+}

@@ -1,0 +1,198 @@
+//! Re-serialising heads for the next hop: hop-by-hop fields dropped (RFC 9110 §7.6.1), framing
+//! rewritten to what the gateway actually sends, forwarding fields added.
+//!
+//! Heads are always rebuilt from the parsed fields rather than forwarded as received, so the next
+//! hop never sees a byte sequence the gateway did not itself validate.
+
+use bytes::{BufMut, BytesMut};
+
+use super::head::{trim, BodyFraming, Fields, RequestHead, ResponseHead};
+
+/// Fields that describe one connection and never travel past it.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// Fields a sender must not put in a trailer section: framing, routing, authentication,
+/// and fields the gateway itself controls.
+pub fn forbidden_in_trailer(name: &[u8]) -> bool {
+    const FORBIDDEN: &[&str] = &[
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "host",
+        "authorization",
+        "set-cookie",
+        "cookie",
+        "expect",
+        "trailer",
+        "x-request-id",
+    ];
+    is_hop_by_hop(name)
+        || FORBIDDEN
+            .iter()
+            .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+}
+
+/// Names listed in `Connection` are hop-by-hop for this message too.
+fn connection_listed(fields: &Fields, name: &[u8]) -> bool {
+    fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| v.split(|b| *b == b','))
+        .any(|token| trim(token).eq_ignore_ascii_case(name))
+}
+
+/// Whether a field is passed to the next hop unchanged.
+fn passes(fields: &Fields, name: &[u8], also_drop: &[&str]) -> bool {
+    !is_hop_by_hop(name)
+        && !name.eq_ignore_ascii_case(b"content-length")
+        && !also_drop
+            .iter()
+            .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+        && !connection_listed(fields, name)
+}
+
+/// What the gateway adds to a request on its way upstream.
+pub struct Forwarding<'a> {
+    pub client_ip: &'a str,
+    pub proto: &'a str,
+    pub request_id: &'a str,
+}
+
+/// Writes the upstream request head: origin-form target, the client's end-to-end fields,
+/// `Via`, `X-Forwarded-*`, `x-request-id`, and framing for `framing`.
+pub fn encode_request_head(
+    req: &RequestHead,
+    framing: BodyFraming,
+    fwd: &Forwarding<'_>,
+    out: &mut BytesMut,
+) {
+    out.reserve(req.head_len + 256);
+    out.put_slice(req.method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(req.path.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    let mut host_written = false;
+    let mut xff: Option<Vec<u8>> = None;
+    for (name, value) in req.fields.iter() {
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            let list = xff.get_or_insert_with(Vec::new);
+            if !list.is_empty() {
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(value);
+            continue;
+        }
+        if !passes(
+            &req.fields,
+            name,
+            &["expect", "x-request-id", "x-forwarded-proto"],
+        ) {
+            continue;
+        }
+        host_written |= name.eq_ignore_ascii_case(b"host");
+        put_field(out, name, value);
+    }
+    if !host_written && !req.host.is_empty() {
+        put_field(out, b"host", req.host.as_bytes());
+    }
+    let mut list = xff.unwrap_or_default();
+    if !list.is_empty() {
+        list.extend_from_slice(b", ");
+    }
+    list.extend_from_slice(fwd.client_ip.as_bytes());
+    put_field(out, b"x-forwarded-for", &list);
+    put_field(out, b"x-forwarded-proto", fwd.proto.as_bytes());
+    put_field(out, b"via", via_token(req.http11));
+    put_field(out, b"x-request-id", fwd.request_id.as_bytes());
+    if wants_trailers(&req.fields) {
+        put_field(out, b"te", b"trailers");
+    }
+    put_framing(out, framing);
+    out.put_slice(b"\r\n");
+}
+
+/// Writes the response head for the client. `framing` is what the gateway will send, which may
+/// differ from the upstream's (close-delimited becomes chunked); `close` adds `Connection: close`.
+pub fn encode_response_head(
+    res: &ResponseHead,
+    framing: BodyFraming,
+    close: bool,
+    request_id: &str,
+    out: &mut BytesMut,
+) {
+    out.reserve(res.head_len + 128);
+    out.put_slice(format!("HTTP/1.1 {} ", res.status).as_bytes());
+    out.put_slice(res.reason.as_bytes());
+    out.put_slice(b"\r\n");
+    let mut has_id = false;
+    for (name, value) in res.fields.iter() {
+        if !passes(&res.fields, name, &[]) {
+            continue;
+        }
+        has_id |= name.eq_ignore_ascii_case(b"x-request-id");
+        put_field(out, name, value);
+    }
+    put_field(out, b"via", via_token(res.http11));
+    if !has_id {
+        put_field(out, b"x-request-id", request_id.as_bytes());
+    }
+    // 1xx/204/304 and HEAD responses keep the upstream's Content-Length semantics: for HEAD the
+    // length describes the body a GET would get, so pass it on.
+    if framing == BodyFraming::Empty {
+        if let Some(cl) = res.fields.get("content-length") {
+            put_field(out, b"content-length", cl);
+        }
+    } else {
+        put_framing(out, framing);
+    }
+    if close {
+        put_field(out, b"connection", b"close");
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn via_token(http11: bool) -> &'static [u8] {
+    if http11 {
+        b"1.1 modelgate"
+    } else {
+        b"1.0 modelgate"
+    }
+}
+
+fn wants_trailers(fields: &Fields) -> bool {
+    fields
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(b"te"))
+        .flat_map(|(_, v)| v.split(|b| *b == b','))
+        .any(|t| trim(t).eq_ignore_ascii_case(b"trailers"))
+}
+
+fn put_framing(out: &mut BytesMut, framing: BodyFraming) {
+    match framing {
+        BodyFraming::Length(n) => put_field(out, b"content-length", n.to_string().as_bytes()),
+        BodyFraming::Chunked => put_field(out, b"transfer-encoding", b"chunked"),
+        BodyFraming::Empty | BodyFraming::UntilClose => {}
+    }
+}
+
+pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}

@@ -1,0 +1,36 @@
+//! modelgate: an identity-aware, streaming gateway in front of self-hosted model servers.
+//!
+//! # The request path
+//!
+//! ```text
+//! client ─▶ accept            runtime/     one SO_REUSEPORT listener per worker thread
+//!        ─▶ HTTP/1.1 codec    server.rs    heads parsed strictly (http/head.rs); 400/414/431
+//!        ─▶ route             route.rs     host + path prefix → upstream group, endpoint class; 404
+//!        ─▶ [authn, policy, approval: stages to come, each a step in pipeline::proxy]
+//!        ─▶ upstream          upstream.rs  least-outstanding endpoint, keep-alive pool; 502/504
+//!        ─▶ request body      pipeline/body.rs  streamed chunk by chunk, re-framed
+//!        ◀─ response body     pipeline/body.rs  each chunk written as it arrives (SSE-safe)
+//!        ◀─ access log        log.rs
+//! ```
+//!
+//! The whole path is one function, [`pipeline::handle`], with one [`pipeline::RequestCtx`]
+//! passed through it; errors are one type ([`error::Error`], which knows the side that failed)
+//! and become responses in one place ([`pipeline::rescue`]).
+//!
+//! # Threads
+//!
+//! One monoio runtime per worker thread, io_uring (epoll fallback). Workers share nothing on the
+//! request path: each owns its connections and pools. Config reloads arrive as a new
+//! `Arc<Config>` over a channel from the control thread ([`runtime`]).
+
+pub mod config;
+pub mod conn;
+pub mod demo;
+pub mod error;
+pub mod http;
+pub mod log;
+pub mod pipeline;
+pub mod route;
+pub mod runtime;
+pub mod server;
+pub mod upstream;

@@ -1,0 +1,47 @@
+//! Logging: `tracing` to stderr as text or JSON (one object per line, event fields at the top
+//! level), and the access log line written once per request.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Log, LogFormat};
+use crate::pipeline::RequestCtx;
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`.
+pub fn init(cfg: &Log) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The access log line: who asked what, where it went, what came back, how long it took.
+pub fn access(ctx: &RequestCtx) {
+    tracing::info!(
+        target: "modelgate::access",
+        request_id = %ctx.request_id,
+        client = %ctx.client_ip,
+        method = %ctx.method,
+        path = %ctx.path,
+        route = ctx.route_id.as_deref().unwrap_or("-"),
+        class = ctx.class.as_deref().unwrap_or("-"),
+        upstream = ctx.upstream.as_deref().unwrap_or("-"),
+        status = ctx.status,
+        bytes_in = ctx.bytes_in,
+        bytes_out = ctx.bytes_out,
+        duration_us = ctx.started.elapsed().as_micros() as u64,
+        ttfb_us = ctx.ttfb.map_or(0, |d| d.as_micros() as u64),
+        outcome = ?ctx.outcome,
+        "access"
+    );
+}

@@ -1,0 +1,184 @@
+//! Streaming a body from one connection to the other, one chunk at a time.
+//!
+//! Backpressure is structural: the next read is issued only after the previous chunk was fully
+//! written, so a slow reader slows the writer and at most one read buffer per direction is held.
+//! Framing is decoded on the way in and re-encoded on the way out (`Content-Length` stays
+//! `Content-Length`; chunked is re-chunked; a close-delimited response becomes chunked for an
+//! HTTP/1.1 client). Each chunk is written as soon as it is read: no coalescing, no timers.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::conn::{Conn, ReadError};
+use crate::error::{Error, ErrorKind};
+use crate::http::chunked::{encode_chunk, encode_last, ChunkedDecoder, Decoded};
+use crate::http::head::Fields;
+use crate::http::BodyFraming;
+
+/// Which way the body flows; decides which side an I/O failure is blamed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Client → upstream.
+    Request,
+    /// Upstream → client.
+    Response,
+}
+
+/// Per-transfer settings.
+pub struct Transfer {
+    pub dir: Dir,
+    /// Longest gap between reads from the source.
+    pub read_idle: Duration,
+    /// Longest time a write to the destination may take.
+    pub write_limit: Duration,
+    pub max_trailer_bytes: usize,
+}
+
+enum Event {
+    Data(Bytes),
+    End(Option<Fields>),
+}
+
+/// Reads the body framed by `framing` from its source connection.
+struct BodyReader {
+    framing: BodyFraming,
+    remaining: u64,
+    chunked: Option<ChunkedDecoder>,
+    done: bool,
+}
+
+impl BodyReader {
+    fn new(framing: BodyFraming, max_trailer_bytes: usize) -> Self {
+        BodyReader {
+            framing,
+            remaining: match framing {
+                BodyFraming::Length(n) => n,
+                _ => 0,
+            },
+            chunked: (framing == BodyFraming::Chunked)
+                .then(|| ChunkedDecoder::new(max_trailer_bytes)),
+            done: framing == BodyFraming::Empty,
+        }
+    }
+
+    async fn next(&mut self, src: &mut Conn, t: &Transfer) -> Result<Event, Error> {
+        if self.done {
+            return Ok(Event::End(None));
+        }
+        loop {
+            match self.framing {
+                BodyFraming::Empty => unreachable!("Empty bodies start done"),
+                BodyFraming::Length(_) if self.remaining == 0 => {
+                    self.done = true;
+                    return Ok(Event::End(None));
+                }
+                BodyFraming::Length(_) if !src.buf.is_empty() => {
+                    let n = self.remaining.min(src.buf.len() as u64);
+                    self.remaining -= n;
+                    return Ok(Event::Data(src.buf.split_to(n as usize).freeze()));
+                }
+                BodyFraming::Chunked => {
+                    // The decoder exists exactly when framing is chunked (see `new`).
+                    let dec = self.chunked.as_mut().expect("chunked decoder");
+                    match dec
+                        .decode(&mut src.buf)
+                        .map_err(|e| bad_framing(t.dir, e))?
+                    {
+                        Decoded::Data(d) => return Ok(Event::Data(d)),
+                        Decoded::End(trailers) => {
+                            self.done = true;
+                            return Ok(Event::End(trailers));
+                        }
+                        Decoded::NeedMore => {}
+                    }
+                }
+                BodyFraming::UntilClose if !src.buf.is_empty() => {
+                    return Ok(Event::Data(src.buf.split().freeze()));
+                }
+                BodyFraming::Length(_) | BodyFraming::UntilClose => {}
+            }
+            match src.fill(t.read_idle).await {
+                Ok(0) if self.framing == BodyFraming::UntilClose => {
+                    self.done = true;
+                    return Ok(Event::End(None));
+                }
+                Ok(0) => return Err(read_failed(t.dir, None)),
+                Ok(_) => {}
+                Err(e) => return Err(read_failed(t.dir, Some(e))),
+            }
+        }
+    }
+}
+
+/// Streams the body framed as `from` on `src` to `dst` framed as `to`. Returns the number of
+/// body bytes moved. On error the destination has received a prefix and must be closed.
+pub async fn transfer(
+    src: &mut Conn,
+    from: BodyFraming,
+    dst: &mut Conn,
+    to: BodyFraming,
+    t: &Transfer,
+) -> Result<u64, Error> {
+    let mut reader = BodyReader::new(from, t.max_trailer_bytes);
+    let mut moved = 0u64;
+    loop {
+        let out = match reader.next(src, t).await? {
+            Event::Data(data) => {
+                moved += data.len() as u64;
+                if to == BodyFraming::Chunked {
+                    let mut framed = BytesMut::with_capacity(data.len() + 20);
+                    encode_chunk(&data, &mut framed);
+                    framed.freeze()
+                } else {
+                    data
+                }
+            }
+            Event::End(trailers) => {
+                if to == BodyFraming::Chunked {
+                    let mut last = BytesMut::with_capacity(64);
+                    encode_last(trailers.as_ref(), &mut last);
+                    write(dst, last.freeze(), t).await?;
+                }
+                return Ok(moved);
+            }
+        };
+        write(dst, out, t).await?;
+    }
+}
+
+async fn write(dst: &mut Conn, data: Bytes, t: &Transfer) -> Result<(), Error> {
+    dst.write(data, t.write_limit)
+        .await
+        .map_err(|e| match t.dir {
+            Dir::Request => Error::upstream(ErrorKind::UpstreamClosed(into_io(e))),
+            Dir::Response => Error::downstream(ErrorKind::ClientClosed(into_io(e))),
+        })
+}
+
+fn read_failed(dir: Dir, e: Option<ReadError>) -> Error {
+    match (dir, e) {
+        (Dir::Request, Some(ReadError::TimedOut)) => Error::downstream(ErrorKind::BodyTimeout),
+        (Dir::Request, e) => Error::downstream(ErrorKind::ClientClosed(into_io_opt(e))),
+        (Dir::Response, Some(ReadError::TimedOut)) => Error::upstream(ErrorKind::UpstreamIdle),
+        (Dir::Response, e) => Error::upstream(ErrorKind::UpstreamClosed(into_io_opt(e))),
+    }
+}
+
+fn bad_framing(dir: Dir, e: crate::http::head::HeadError) -> Error {
+    match dir {
+        Dir::Request => Error::from_request_head(e),
+        Dir::Response => Error::from_response_head(e),
+    }
+}
+
+pub fn into_io(e: ReadError) -> std::io::Error {
+    match e {
+        ReadError::TimedOut => std::io::ErrorKind::TimedOut.into(),
+        ReadError::Io(e) => e,
+    }
+}
+
+fn into_io_opt(e: Option<ReadError>) -> std::io::Error {
+    e.map_or_else(|| std::io::ErrorKind::UnexpectedEof.into(), into_io)
+}

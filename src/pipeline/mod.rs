@@ -1,0 +1,253 @@
+//! The request path, written once and in order.
+//!
+//! ```text
+//! head parsed (server::h1) ─▶ route ─▶ [authn ─▶ policy ─▶ approval: later stages]
+//!   ─▶ upstream checkout ─▶ request head + body streamed up
+//!   ─▶ response head ─▶ response body streamed down ─▶ pool check-in ─▶ access log
+//! ```
+//!
+//! One [`RequestCtx`] is created per request and passed `&mut` through every stage; it is what
+//! the access log (and later the recorder) reads. Any failure is an [`Error`] that travels back
+//! here, and [`rescue`] is the one place that turns it into a response.
+
+mod body;
+pub mod rescue;
+
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::error::{Error, ErrorKind};
+use crate::http::headers::{encode_request_head, encode_response_head, Forwarding};
+use crate::http::{parse_response, BodyFraming, RequestHead, ResponseHead};
+use crate::upstream::Pool;
+pub use body::Dir;
+use body::{transfer, Transfer};
+pub use rescue::rescue;
+
+/// Longest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// Everything known about one request as it moves through the stages.
+pub struct RequestCtx {
+    pub request_id: String,
+    pub client_ip: IpAddr,
+    pub started: Instant,
+    pub method: String,
+    pub path: String,
+    pub route_id: Option<String>,
+    pub class: Option<String>,
+    /// `group/address` of the endpoint that served the request.
+    pub upstream: Option<String>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Time from the request head to the upstream's response head.
+    pub ttfb: Option<Duration>,
+    /// The response head went to the client: errors can no longer become error responses.
+    pub response_started: bool,
+    /// The request body was read to its end (or there was none), so the connection can carry
+    /// another request.
+    pub request_done: bool,
+    pub outcome: Outcome,
+}
+
+/// How the exchange ended, for the access log and the recorder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Complete,
+    Rejected,
+    ClientGone,
+    UpstreamFailed,
+}
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// The per-worker view of one config generation: the config and the pools built from it.
+pub struct Generation {
+    pub config: std::sync::Arc<Config>,
+    pub pools: Vec<Rc<Pool>>,
+}
+
+impl RequestCtx {
+    /// A context for a request refused before its head could be parsed.
+    pub fn rejected(request_id: String, client_ip: IpAddr) -> Self {
+        RequestCtx {
+            request_id,
+            client_ip,
+            started: Instant::now(),
+            method: String::new(),
+            path: String::new(),
+            route_id: None,
+            class: None,
+            upstream: None,
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            ttfb: None,
+            response_started: false,
+            request_done: false,
+            outcome: Outcome::Rejected,
+        }
+    }
+
+    pub fn new(request_id: String, client_ip: IpAddr, head: &RequestHead) -> Self {
+        RequestCtx {
+            method: head.method.as_str().to_owned(),
+            path: head.path.clone(),
+            bytes_in: head.head_len as u64,
+            request_done: head.framing == BodyFraming::Empty,
+            outcome: Outcome::Complete,
+            ..RequestCtx::rejected(request_id, client_ip)
+        }
+    }
+}
+
+/// Runs one request through the whole path and answers it, one way or another.
+pub async fn handle(
+    ctx: &mut RequestCtx,
+    client: &mut Conn,
+    head: &RequestHead,
+    generation: &Generation,
+    draining: bool,
+) -> Next {
+    let must_close = head.close || !head.http11 || draining;
+    match proxy(ctx, client, head, generation, must_close).await {
+        Ok(()) if must_close => Next::Close,
+        Ok(()) => Next::KeepAlive,
+        Err(e) => rescue(ctx, client, e, &generation.config, must_close).await,
+    }
+}
+
+async fn proxy(
+    ctx: &mut RequestCtx,
+    client: &mut Conn,
+    head: &RequestHead,
+    generation: &Generation,
+    must_close: bool,
+) -> Result<(), Error> {
+    let config = &generation.config;
+    let t = &config.timeouts;
+
+    // Route: deny by default.
+    let route = config
+        .router
+        .find(&head.host, &head.path)
+        .ok_or(Error::downstream(ErrorKind::NoRoute))?;
+    ctx.route_id = Some(route.id.clone());
+    ctx.class = Some(route.class.clone());
+
+    // Upstream: choose an endpoint and connect (retries happen only here, before any byte).
+    let pool = &generation.pools[route.upstream];
+    let (mut upstream, lease) = pool.checkout(t).await?;
+    ctx.upstream = Some(format!("{}/{}", pool.name(), pool.endpoint(&lease)));
+
+    // The gateway answers `Expect: 100-continue` itself, now that the request will go through.
+    if head.expect_continue && head.framing != BodyFraming::Empty {
+        client
+            .write(
+                Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"),
+                t.body_idle,
+            )
+            .await
+            .map_err(|e| Error::downstream(ErrorKind::ClientClosed(body::into_io(e))))?;
+    }
+
+    // Request head and body, upstream.
+    let mut out = BytesMut::new();
+    let client_ip = ctx.client_ip.to_string();
+    let fwd = Forwarding {
+        client_ip: &client_ip,
+        proto: "http",
+        request_id: &ctx.request_id,
+    };
+    encode_request_head(head, head.framing, &fwd, &mut out);
+    upstream
+        .write(out.freeze(), t.upstream_idle)
+        .await
+        .map_err(|e| Error::upstream(ErrorKind::UpstreamClosed(body::into_io(e))))?;
+    let up = Transfer {
+        dir: Dir::Request,
+        read_idle: t.body_idle,
+        write_limit: t.upstream_idle,
+        max_trailer_bytes: config.limits.max_trailer_bytes,
+    };
+    ctx.bytes_in += transfer(client, head.framing, &mut upstream, head.framing, &up).await?;
+    ctx.request_done = true;
+
+    // Response head.
+    let res = read_response_head(&mut upstream, head, t.upstream_first_byte).await?;
+    ctx.ttfb = Some(ctx.started.elapsed());
+    ctx.status = res.status;
+    let to_client = match res.framing {
+        BodyFraming::Chunked | BodyFraming::UntilClose if head.http11 => BodyFraming::Chunked,
+        f => f,
+    };
+    let close = must_close || to_client == BodyFraming::UntilClose;
+    let mut out = BytesMut::new();
+    encode_response_head(&res, to_client, close, &ctx.request_id, &mut out);
+    ctx.bytes_out += out.len() as u64;
+    client
+        .write(out.freeze(), t.body_idle)
+        .await
+        .map_err(|e| Error::downstream(ErrorKind::ClientClosed(body::into_io(e))))?;
+    ctx.response_started = true;
+
+    // Response body, downstream.
+    let down = Transfer {
+        dir: Dir::Response,
+        read_idle: t.upstream_idle,
+        write_limit: t.body_idle,
+        max_trailer_bytes: config.limits.max_trailer_bytes,
+    };
+    ctx.bytes_out += transfer(&mut upstream, res.framing, client, to_client, &down).await?;
+    if !res.close {
+        pool.checkin(&lease, upstream);
+    }
+    Ok(())
+}
+
+/// Reads the upstream's response head, skipping interim 1xx responses (the gateway already
+/// answered any `Expect` itself; `Upgrade` is never forwarded, so 101 is an error).
+async fn read_response_head(
+    upstream: &mut Conn,
+    req: &RequestHead,
+    first_byte: Duration,
+) -> Result<ResponseHead, Error> {
+    let deadline = Instant::now() + first_byte;
+    loop {
+        match parse_response(&mut upstream.buf, MAX_RESPONSE_HEAD, &req.method)
+            .map_err(Error::from_response_head)?
+        {
+            Some(res) if res.status == 101 => {
+                return Err(Error::upstream(ErrorKind::BadResponse("unexpected 101")))
+            }
+            Some(res) if (100..200).contains(&res.status) => continue,
+            Some(res) => return Ok(res),
+            None => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match upstream.fill(left).await {
+            Ok(0) => {
+                let eof = std::io::ErrorKind::UnexpectedEof.into();
+                return Err(Error::upstream(ErrorKind::UpstreamClosed(eof)));
+            }
+            Ok(_) => {}
+            Err(crate::conn::ReadError::TimedOut) => {
+                return Err(Error::upstream(ErrorKind::FirstByteTimeout))
+            }
+            Err(crate::conn::ReadError::Io(e)) => {
+                return Err(Error::upstream(ErrorKind::UpstreamClosed(e)))
+            }
+        }
+    }
+}

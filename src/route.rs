@@ -1,0 +1,127 @@
+//! Routing: host and path prefix → upstream group and endpoint class.
+//!
+//! The most specific route wins: an exact host beats a `*.suffix` wildcard beats any host, and
+//! among those the longest path prefix wins. A prefix matches on a path-segment boundary or as a
+//! plain string prefix when it ends in `/`, so `/v1` matches `/v1` and `/v1/x` but not `/v10`.
+//! Deny by default: no match is a 404 and nothing is sent upstream.
+
+/// Which hosts a route applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    /// Lower-case host without port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`.
+    Suffix(String),
+}
+
+impl HostMatch {
+    pub fn parse(host: Option<&str>) -> HostMatch {
+        match host.map(|h| h.trim().to_ascii_lowercase()) {
+            None => HostMatch::Any,
+            Some(h) if h.is_empty() || h == "*" => HostMatch::Any,
+            Some(h) => match h.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_owned()),
+                None => HostMatch::Exact(h),
+            },
+        }
+    }
+
+    /// Specificity rank, or `None` when the host does not match.
+    fn rank(&self, host: &str) -> Option<u8> {
+        match self {
+            HostMatch::Any => Some(0),
+            HostMatch::Suffix(s) => host.ends_with(s.as_str()).then_some(1),
+            HostMatch::Exact(h) => (h == host).then_some(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: String,
+    pub host: HostMatch,
+    pub path_prefix: String,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    /// Endpoint class (`inference`, `management`, …) for the policy stage.
+    pub class: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    pub fn new(routes: Vec<Route>) -> Self {
+        Router { routes }
+    }
+
+    /// The best route for `host` (as sent, port allowed) and `path` (origin-form, query allowed).
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        let host = strip_port(host).to_ascii_lowercase();
+        let path = path.split('?').next().unwrap_or(path);
+        self.routes
+            .iter()
+            .filter_map(|r| {
+                let rank = r.host.rank(&host)?;
+                prefix_matches(&r.path_prefix, path).then_some(((rank, r.path_prefix.len()), r))
+            })
+            .max_by_key(|(key, _)| *key)
+            .map(|(_, r)| r)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(id: &str, host: Option<&str>, prefix: &str) -> Route {
+        Route {
+            id: id.into(),
+            host: HostMatch::parse(host),
+            path_prefix: prefix.into(),
+            upstream: 0,
+            class: "inference".into(),
+        }
+    }
+
+    #[test]
+    fn most_specific_host_then_longest_prefix_wins() {
+        let r = Router::new(vec![
+            route("any", None, "/"),
+            route("v1", None, "/v1"),
+            route("wild", Some("*.example.com"), "/"),
+            route("exact", Some("api.example.com"), "/"),
+        ]);
+        assert_eq!(r.find("other", "/v1/chat").unwrap().id, "v1");
+        assert_eq!(r.find("other", "/v10").unwrap().id, "any");
+        assert_eq!(r.find("x.example.com:443", "/v1").unwrap().id, "wild");
+        assert_eq!(r.find("API.example.com", "/v1").unwrap().id, "exact");
+    }
+
+    #[test]
+    fn no_route_when_nothing_matches() {
+        let r = Router::new(vec![route("v1", Some("a"), "/v1/")]);
+        assert!(r.find("b", "/v1/x").is_none());
+        assert!(r.find("a", "/v2").is_none());
+    }
+}

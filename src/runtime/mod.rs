@@ -1,0 +1,230 @@
+//! Workers: one thread, one monoio runtime, one `SO_REUSEPORT` listener each (thread per core).
+//!
+//! A worker owns its connections, its upstream pools and its config generation; nothing on the
+//! request path is shared across threads. The control thread (signals) talks to workers only
+//! through a channel: `Reload` swaps in a new `Arc<Config>` (new requests use it, requests in
+//! flight keep theirs), `Drain` stops accepting, closes idle connections and lets in-flight ones
+//! finish within the grace period.
+//!
+//! The driver is io_uring when the kernel and the memlock limit allow it, else epoll; which one
+//! is in use is logged, because monoio's fallback is otherwise silent.
+
+mod control;
+mod drain;
+
+use std::cell::{Cell, RefCell};
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpListener;
+use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
+
+use crate::config::{Config, DriverChoice};
+use crate::pipeline::Generation;
+use crate::upstream::Pool;
+pub use control::Control;
+pub use drain::Drain;
+
+type Runtime =
+    FusionRuntime<monoio::time::TimeDriver<IoUringDriver>, monoio::time::TimeDriver<LegacyDriver>>;
+
+/// Per-thread state shared by the worker's connection tasks.
+pub struct Worker {
+    pub id: usize,
+    generation: RefCell<Rc<Generation>>,
+    pub drain: Drain,
+    active: Cell<usize>,
+    id_seed: u64,
+    id_counter: Cell<u64>,
+}
+
+impl Worker {
+    fn new(id: usize, config: Arc<Config>) -> Worker {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(id);
+        Worker {
+            id,
+            generation: RefCell::new(Rc::new(generation(config))),
+            drain: Drain::default(),
+            active: Cell::new(0),
+            id_seed: h.finish(),
+            id_counter: Cell::new(0),
+        }
+    }
+
+    /// The config generation new requests run with.
+    pub fn generation(&self) -> Rc<Generation> {
+        Rc::clone(&self.generation.borrow())
+    }
+
+    /// A request id unique across workers and restarts: 16 hex of per-worker random seed, 16 hex
+    /// of counter.
+    pub fn next_request_id(&self) -> String {
+        let n = self.id_counter.get().wrapping_add(1);
+        self.id_counter.set(n);
+        format!("{:016x}{:016x}", self.id_seed, n)
+    }
+
+    /// Counts a connection as active until the guard drops.
+    pub fn enter(self: &Rc<Self>) -> ActiveGuard {
+        self.active.set(self.active.get() + 1);
+        ActiveGuard(Rc::clone(self))
+    }
+}
+
+pub struct ActiveGuard(Rc<Worker>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get() - 1);
+    }
+}
+
+fn generation(config: Arc<Config>) -> Generation {
+    let pools = config.upstreams.iter().map(Pool::new).collect();
+    Generation { config, pools }
+}
+
+/// Binds the listeners, starts the workers and the control thread, and returns when every
+/// worker has drained. `ready` receives the bound address (useful when listening on port 0).
+pub fn run(config: Config, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let listeners = bind(config.server.listen, config.server.workers)?;
+    let addr = listeners[0].local_addr()?;
+    tracing::info!(%addr, workers = config.server.workers, "listening");
+    ready(addr);
+
+    let mut senders = Vec::new();
+    let mut threads = Vec::new();
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let (tx, rx) = async_channel::unbounded();
+        senders.push(tx);
+        let config = Arc::clone(&config);
+        let thread = std::thread::Builder::new()
+            .name(format!("modelgate-w{id}"))
+            .spawn(move || run_worker(id, listener, config, rx))?;
+        threads.push(thread);
+    }
+    control::spawn(config, senders)?;
+    for t in threads {
+        if let Err(e) = t.join() {
+            tracing::error!(?e, "worker thread panicked");
+        }
+    }
+    Ok(())
+}
+
+/// One listening socket per worker on the same address; the kernel spreads connections.
+fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out: Vec<std::net::TcpListener> = Vec::with_capacity(workers);
+    for _ in 0..workers.max(1) {
+        // After the first bind, reuse its real port (the config may say port 0).
+        let at = out.first().map_or(Ok(addr), |l| l.local_addr())?;
+        let socket = Socket::new(Domain::for_address(at), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&at.into())?;
+        socket.listen(1024)?;
+        out.push(socket.into());
+    }
+    Ok(out)
+}
+
+fn build_runtime(choice: DriverChoice) -> std::io::Result<Runtime> {
+    match choice {
+        DriverChoice::Auto => RuntimeBuilder::<monoio::FusionDriver>::new()
+            .enable_timer()
+            .build(),
+        DriverChoice::IoUring => RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .map(Into::into),
+        DriverChoice::Legacy => RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map(Into::into),
+    }
+}
+
+fn run_worker(
+    id: usize,
+    listener: std::net::TcpListener,
+    config: Arc<Config>,
+    rx: async_channel::Receiver<Control>,
+) {
+    let mut rt = match build_runtime(config.server.driver) {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(worker = id, error = %e, "cannot build runtime (io_uring needs a kernel ≥ 5.6 and LimitMEMLOCK); try driver = \"legacy\"");
+            std::process::exit(1);
+        }
+    };
+    let driver = match rt {
+        FusionRuntime::Uring(_) => "io_uring",
+        FusionRuntime::Legacy(_) => "legacy",
+    };
+    tracing::info!(worker = id, driver, "worker started");
+    rt.block_on(async move {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "cannot register listener");
+                return;
+            }
+        };
+        let worker = Rc::new(Worker::new(id, config));
+        accept_loop(&worker, listener, rx).await;
+        drain(&worker).await;
+    });
+}
+
+async fn accept_loop(
+    worker: &Rc<Worker>,
+    listener: TcpListener,
+    rx: async_channel::Receiver<Control>,
+) {
+    loop {
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let worker = Rc::clone(worker);
+                    monoio::spawn(crate::server::serve(worker, stream, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(worker = worker.id, error = %e, "accept failed");
+                    monoio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            msg = rx.recv() => match msg {
+                Ok(Control::Reload(config)) => {
+                    *worker.generation.borrow_mut() = Rc::new(generation(config));
+                }
+                Ok(Control::Drain) | Err(_) => return,
+            },
+        }
+    }
+}
+
+/// Stop accepting (the listener is already dropped), close idle connections, wait for active
+/// ones up to the grace period.
+async fn drain(worker: &Rc<Worker>) {
+    worker.drain.start();
+    let grace = worker.generation().config.server.drain_grace;
+    let started = Instant::now();
+    while worker.active.get() > 0 && started.elapsed() < grace {
+        monoio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if worker.active.get() > 0 {
+        tracing::warn!(
+            worker = worker.id,
+            open = worker.active.get(),
+            "drain grace period over, closing connections"
+        );
+    }
+}

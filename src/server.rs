@@ -1,0 +1,130 @@
+//! The HTTP/1.1 connection driver: reads request heads one after another (pipelined requests
+//! are handled strictly in sequence), runs each through the pipeline, and decides whether the
+//! connection goes on.
+//!
+//! ```text
+//!  Idle ──first byte──▶ ReadingHead ──complete──▶ InPipeline ──keep-alive──▶ Idle
+//!   │ keepalive_idle / drain       │ header_read timeout / bad head   │ close
+//!   ▼                              ▼                                  ▼
+//!  closed                      4xx + closed                         closed
+//! ```
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+use monoio::net::TcpStream;
+
+use crate::config::Config;
+use crate::conn::{Conn, ReadError};
+use crate::error::{Error, ErrorKind};
+use crate::http::head::HeadLimits;
+use crate::http::{parse_request, RequestHead};
+use crate::pipeline::{self, rescue::error_response, Next, Outcome, RequestCtx};
+use crate::runtime::Worker;
+
+/// Serves one client connection until it closes.
+pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
+    let _active = worker.enter();
+    let mut client = Conn::new(stream);
+    let mut first = true;
+    loop {
+        let generation = worker.generation();
+        let config = &generation.config;
+        let head = match read_head(&mut client, config, &worker, first).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(e) => return reject(&mut client, e, &worker, peer, config).await,
+        };
+        first = false;
+        let request_id = client_request_id(&head).unwrap_or_else(|| worker.next_request_id());
+        let mut ctx = RequestCtx::new(request_id, peer.ip(), &head);
+        let next = pipeline::handle(
+            &mut ctx,
+            &mut client,
+            &head,
+            &generation,
+            worker.drain.is_on(),
+        )
+        .await;
+        if config.log.access_log {
+            crate::log::access(&ctx);
+        }
+        if next == Next::Close {
+            return;
+        }
+    }
+}
+
+/// Waits for the next request head. `Ok(None)`: the connection ends quietly (closed by the
+/// client, idle too long, or the worker is draining).
+async fn read_head(
+    client: &mut Conn,
+    config: &Config,
+    worker: &Worker,
+    first: bool,
+) -> Result<Option<RequestHead>, Error> {
+    let t = &config.timeouts;
+    let limits = HeadLimits {
+        max_headers: config.limits.max_headers,
+        max_head_bytes: config.limits.max_header_bytes,
+        max_uri_bytes: config.limits.max_uri_bytes,
+    };
+    if client.buf.is_empty() {
+        // A fresh connection gets `header_read` to start talking; a kept-alive one gets
+        // `keepalive_idle`. Either way, draining closes it now.
+        let idle = if first {
+            t.header_read
+        } else {
+            t.keepalive_idle
+        };
+        let read = monoio::select! {
+            r = client.fill(idle) => Some(r),
+            _ = worker.drain.wait() => None,
+        };
+        match read {
+            Some(Ok(n)) if n > 0 => {}
+            _ => return Ok(None),
+        }
+    }
+    let deadline = Instant::now() + t.header_read;
+    loop {
+        if let Some(head) =
+            parse_request(&mut client.buf, &limits).map_err(Error::from_request_head)?
+        {
+            return Ok(Some(head));
+        }
+        match client
+            .fill(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
+            Ok(0) | Err(ReadError::Io(_)) => return Ok(None),
+            Ok(_) => {}
+            Err(ReadError::TimedOut) => return Err(Error::downstream(ErrorKind::HeaderTimeout)),
+        }
+    }
+}
+
+/// Answers a request whose head was refused, logs it, and closes.
+async fn reject(client: &mut Conn, err: Error, worker: &Worker, peer: SocketAddr, config: &Config) {
+    let mut ctx = RequestCtx::rejected(worker.next_request_id(), peer.ip());
+    ctx.status = err.status().0;
+    ctx.outcome = Outcome::Rejected;
+    tracing::info!(request_id = %ctx.request_id, client = %peer, error = %err, "request rejected");
+    let response = error_response(&err, &ctx.request_id, true);
+    ctx.bytes_out = response.len() as u64;
+    let _ = client.write(response, config.timeouts.body_idle).await;
+    if config.log.access_log {
+        crate::log::access(&ctx);
+    }
+}
+
+/// The client's `x-request-id` if it is safe to log and forward (1–128 of `[A-Za-z0-9._:-]`).
+fn client_request_id(head: &RequestHead) -> Option<String> {
+    let v = head.fields.get("x-request-id")?;
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(b));
+    ok.then(|| String::from_utf8_lossy(v).into_owned())
+}

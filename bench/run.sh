@@ -46,16 +46,27 @@ proc_tree() {    # pid and all its descendants
     for c in $(pgrep -P "$p" 2>/dev/null); do proc_tree "$c"; done
 }
 
-stop_pid() {     # TERM a process we started (and its tree), KILL after 3 s
-    local pid=$1 tree i
-    tree=$(proc_tree "$pid")
-    [ -n "$tree" ] || return 0
+start_time() {   # field 22 of /proc/PID/stat: tells a PID from a later reuse of it
+    local s
+    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+    s=${s##*) }
+    # shellcheck disable=SC2086
+    set -- $s
+    echo "${20}"
+}
+
+stop_pid() {     # TERM a process we started (and its tree), KILL what is left after 3 s
+    local pid=$1 tree=() p i
+    for p in $(proc_tree "$pid"); do tree+=("$p:$(start_time "$p")"); done
+    [ ${#tree[@]} -gt 0 ] || return 0
     kill -TERM "$pid" 2>/dev/null
     for i in $(seq 30); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
-    for p in $tree; do kill -KILL "$p" 2>/dev/null; done
+    for p in "${tree[@]}"; do
+        [ "$(start_time "${p%%:*}")" = "${p#*:}" ] && kill -KILL "${p%%:*}" 2>/dev/null
+    done
     wait "$pid" 2>/dev/null
     return 0
 }

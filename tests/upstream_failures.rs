@@ -47,8 +47,6 @@ fn named_endpoint(name: &'static str, gate: Lockstep) -> Upstream {
     })
 }
 
-use support::sse;
-
 on_both_drivers! {
     fn refused_upstream_connection_gets_502(driver) {
         let gw = Gateway::start_with(driver, &basic_config(&closed_port().to_string(), ""));

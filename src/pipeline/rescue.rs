@@ -39,9 +39,8 @@ pub async fn rescue(
     }
     // A body still in flight cannot be skipped reliably, and a client that sent garbage or
     // stalled gets no second chance: close rather than guess where the next request starts.
-    let next = if ctx.request_done && !must_close && err.side != Side::Downstream
-        || ctx.request_done && !must_close && matches!(err.kind, ErrorKind::NoRoute)
-    {
+    let client_at_fault = err.side == Side::Downstream && !matches!(err.kind, ErrorKind::NoRoute);
+    let next = if ctx.request_done && !must_close && !client_at_fault {
         Next::KeepAlive
     } else {
         Next::Close

@@ -195,6 +195,24 @@ impl Gateway {
         }
     }
 
+    /// Waits until at least `n` log lines match `pred`; returns them.
+    pub fn wait_log_count(&self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + GUARD;
+        let mut guard = self.logs.lines.lock().unwrap();
+        loop {
+            let found: Vec<Value> = guard.0.iter().filter(|v| pred(v)).cloned().collect();
+            if found.len() >= n {
+                return found;
+            }
+            let now = Instant::now();
+            if guard.1 || now >= deadline {
+                drop(guard);
+                panic!("saw {} matching log lines, expected {n}; log so far:\n{}", found.len(), self.log_dump());
+            }
+            guard = self.logs.changed.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
     /// The access log line for a request id.
     pub fn access_log(&self, request_id: &str) -> Value {
         self.wait_log(|l| l["message"] == "access" && l["request_id"] == request_id)

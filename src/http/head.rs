@@ -495,3 +495,105 @@ pub(crate) fn trim(v: &[u8]) -> &[u8] {
         .map_or(start, |e| e + 1);
     &v[start..end]
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+
+    const LIMITS: HeadLimits = HeadLimits {
+        max_headers: 16,
+        max_head_bytes: 1024,
+        max_uri_bytes: 64,
+    };
+
+    fn req(raw: &str) -> Result<Option<RequestHead>, HeadError> {
+        parse_request(&mut BytesMut::from(raw), &LIMITS)
+    }
+
+    #[test]
+    fn accepts_a_plain_request_and_reads_its_framing() {
+        let h = req("POST /v1/chat HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, BodyFraming::Length(12));
+        assert_eq!((h.host.as_str(), h.path.as_str()), ("a", "/v1/chat"));
+        let h = req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.framing, BodyFraming::Chunked);
+    }
+
+    #[test]
+    fn reduces_absolute_form_to_origin_form_and_takes_its_authority() {
+        let h = req("GET http://models.local:8000?x=1 HTTP/1.1\r\nHost: other\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.host.as_str(), h.path.as_str()), ("models.local:8000", "/?x=1"));
+    }
+
+    #[test]
+    fn waits_for_more_bytes_on_a_partial_head() {
+        assert!(req("GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_every_ambiguous_or_malformed_head() {
+        let cases = [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\x00c\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\rc\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            "GET /#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET http://user@a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET ftp://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nExpect: 200-ok\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: a\r\n\r\n",
+        ];
+        for raw in cases {
+            assert!(
+                matches!(req(raw), Err(HeadError::Invalid(_))),
+                "accepted: {raw:?} -> {:?}",
+                req(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn enforces_size_limits_with_the_right_error() {
+        let long_uri = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(100));
+        assert_eq!(req(&long_uri).unwrap_err(), HeadError::UriTooLong);
+        let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: y\r\n".repeat(20));
+        assert_eq!(req(&many).unwrap_err(), HeadError::TooLarge);
+        let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n", "y".repeat(2000));
+        assert_eq!(req(&big).unwrap_err(), HeadError::TooLarge);
+    }
+
+    #[test]
+    fn response_without_length_runs_until_close_except_where_no_body_is_allowed() {
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\n\r\nbody");
+        let res = parse_response(&mut buf, 1024, &Method::Get).unwrap().unwrap();
+        assert_eq!((res.framing, res.close), (BodyFraming::UntilClose, true));
+        assert_eq!(&buf[..], b"body");
+        let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
+        let res = parse_response(&mut buf, 1024, &Method::Head).unwrap().unwrap();
+        assert_eq!(res.framing, BodyFraming::Empty);
+        let mut buf = BytesMut::from("HTTP/1.1 204 No Content\r\n\r\n");
+        let res = parse_response(&mut buf, 1024, &Method::Get).unwrap().unwrap();
+        assert_eq!((res.framing, res.close), (BodyFraming::Empty, false));
+    }
+}

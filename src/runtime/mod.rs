@@ -94,21 +94,22 @@ pub fn run(config: Config, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()
     let config = Arc::new(config);
     let listeners = bind(config.server.listen, config.server.workers)?;
     let addr = listeners[0].local_addr()?;
-    tracing::info!(%addr, workers = config.server.workers, "listening");
-    ready(addr);
+    // Signal handlers go in before anyone can learn the address: a SIGHUP that arrives before
+    // them would kill the process (the default action).
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        listeners.iter().map(|_| async_channel::unbounded()).unzip();
+    control::spawn(Arc::clone(&config), senders)?;
 
-    let mut senders = Vec::new();
     let mut threads = Vec::new();
-    for (id, listener) in listeners.into_iter().enumerate() {
-        let (tx, rx) = async_channel::unbounded();
-        senders.push(tx);
+    for (id, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
         let config = Arc::clone(&config);
         let thread = std::thread::Builder::new()
             .name(format!("modelgate-w{id}"))
             .spawn(move || run_worker(id, listener, config, rx))?;
         threads.push(thread);
     }
-    control::spawn(config, senders)?;
+    tracing::info!(%addr, workers = config.server.workers, "listening");
+    ready(addr);
     for t in threads {
         if let Err(e) = t.join() {
             tracing::error!(?e, "worker thread panicked");

@@ -530,7 +530,10 @@ mod tests {
         let h = req("GET http://models.local:8000?x=1 HTTP/1.1\r\nHost: other\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!((h.host.as_str(), h.path.as_str()), ("models.local:8000", "/?x=1"));
+        assert_eq!(
+            (h.host.as_str(), h.path.as_str()),
+            ("models.local:8000", "/?x=1")
+        );
     }
 
     #[test]
@@ -586,14 +589,20 @@ mod tests {
     #[test]
     fn response_without_length_runs_until_close_except_where_no_body_is_allowed() {
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\n\r\nbody");
-        let res = parse_response(&mut buf, 1024, &Method::Get).unwrap().unwrap();
+        let res = parse_response(&mut buf, 1024, &Method::Get)
+            .unwrap()
+            .unwrap();
         assert_eq!((res.framing, res.close), (BodyFraming::UntilClose, true));
         assert_eq!(&buf[..], b"body");
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
-        let res = parse_response(&mut buf, 1024, &Method::Head).unwrap().unwrap();
+        let res = parse_response(&mut buf, 1024, &Method::Head)
+            .unwrap()
+            .unwrap();
         assert_eq!(res.framing, BodyFraming::Empty);
         let mut buf = BytesMut::from("HTTP/1.1 204 No Content\r\n\r\n");
-        let res = parse_response(&mut buf, 1024, &Method::Get).unwrap().unwrap();
+        let res = parse_response(&mut buf, 1024, &Method::Get)
+            .unwrap()
+            .unwrap();
         assert_eq!((res.framing, res.close), (BodyFraming::Empty, false));
     }
 }

@@ -111,15 +111,26 @@ impl BodyReader {
     }
 }
 
-/// Streams the body framed as `from` on `src` to `dst` framed as `to`. Returns the number of
-/// body bytes moved. On error the destination has received a prefix and must be closed.
+/// Streams the body framed as `from` on `src` to `dst` framed as `to`, preceded by `head` (the
+/// message head for `dst`). Returns the number of body bytes moved. On error the destination
+/// has received a prefix and must be closed.
+///
+/// The head goes out together with the first body bytes when those are already buffered (one
+/// send and one wake-up of the peer instead of two, which is most of the cost of a small
+/// exchange); when they are not, the head goes out at once, so a stream's head is never held
+/// back waiting for its first event.
 pub async fn transfer(
     src: &mut Conn,
     from: BodyFraming,
     dst: &mut Conn,
     to: BodyFraming,
+    head: Bytes,
     t: &Transfer,
 ) -> Result<u64, Error> {
+    let mut pending = Some(head);
+    if src.buf.is_empty() && from != BodyFraming::Empty {
+        write(dst, &mut pending, Bytes::new(), t).await?;
+    }
     let mut reader = BodyReader::new(from, t.max_trailer_bytes);
     let mut moved = 0u64;
     loop {
@@ -135,19 +146,37 @@ pub async fn transfer(
                 }
             }
             Event::End(trailers) => {
+                let mut last = BytesMut::new();
                 if to == BodyFraming::Chunked {
-                    let mut last = BytesMut::with_capacity(64);
                     encode_last(trailers.as_ref(), &mut last);
-                    write(dst, last.freeze(), t).await?;
+                }
+                if !last.is_empty() || pending.is_some() {
+                    write(dst, &mut pending, last.freeze(), t).await?;
                 }
                 return Ok(moved);
             }
         };
-        write(dst, out, t).await?;
+        write(dst, &mut pending, out, t).await?;
     }
 }
 
-async fn write(dst: &mut Conn, data: Bytes, t: &Transfer) -> Result<(), Error> {
+/// Writes `data`, preceded by the pending head if it has not gone out yet.
+async fn write(
+    dst: &mut Conn,
+    pending: &mut Option<Bytes>,
+    data: Bytes,
+    t: &Transfer,
+) -> Result<(), Error> {
+    let data = match pending.take() {
+        Some(head) if data.is_empty() => head,
+        Some(head) => {
+            let mut both = BytesMut::with_capacity(head.len() + data.len());
+            both.extend_from_slice(&head);
+            both.extend_from_slice(&data);
+            both.freeze()
+        }
+        None => data,
+    };
     dst.write(data, t.write_limit)
         .await
         .map_err(|e| match t.dir {

@@ -171,17 +171,22 @@ async fn proxy(
         request_id: &ctx.request_id,
     };
     encode_request_head(head, head.framing, &fwd, &mut out);
-    upstream
-        .write(out.freeze(), t.upstream_idle)
-        .await
-        .map_err(|e| Error::upstream(ErrorKind::UpstreamClosed(body::into_io(e))))?;
     let up = Transfer {
         dir: Dir::Request,
         read_idle: t.body_idle,
         write_limit: t.upstream_idle,
         max_trailer_bytes: config.limits.max_trailer_bytes,
     };
-    ctx.bytes_in += transfer(client, head.framing, &mut upstream, head.framing, &up).await?;
+    let request_head = out.freeze();
+    ctx.bytes_in += transfer(
+        client,
+        head.framing,
+        &mut upstream,
+        head.framing,
+        request_head,
+        &up,
+    )
+    .await?;
     ctx.request_done = true;
 
     // Response head.
@@ -196,10 +201,7 @@ async fn proxy(
     let mut out = BytesMut::new();
     encode_response_head(&res, to_client, close, &ctx.request_id, &mut out);
     ctx.bytes_out += out.len() as u64;
-    client
-        .write(out.freeze(), t.body_idle)
-        .await
-        .map_err(|e| Error::downstream(ErrorKind::ClientClosed(body::into_io(e))))?;
+    // From here on the client may have seen the head: errors can only cut the response short.
     ctx.response_started = true;
 
     // Response body, downstream.
@@ -209,7 +211,16 @@ async fn proxy(
         write_limit: t.body_idle,
         max_trailer_bytes: config.limits.max_trailer_bytes,
     };
-    ctx.bytes_out += transfer(&mut upstream, res.framing, client, to_client, &down).await?;
+    let response_head = out.freeze();
+    ctx.bytes_out += transfer(
+        &mut upstream,
+        res.framing,
+        client,
+        to_client,
+        response_head,
+        &down,
+    )
+    .await?;
     if !res.close {
         pool.checkin(&lease, upstream);
     }

@@ -12,7 +12,12 @@ use support::http::{check_pattern, fill_pattern};
 use support::*;
 
 fn have(cmd: &str, args: &[&str]) -> bool {
-    let ok = Command::new(cmd).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
+    let ok = Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
     if !ok {
         eprintln!("skipped: `{cmd} {}` is not available", args.join(" "));
     }
@@ -20,7 +25,11 @@ fn have(cmd: &str, args: &[&str]) -> bool {
 }
 
 fn curl(args: &[&str]) -> std::process::Output {
-    Command::new("curl").args(["-sS", "--max-time", "20"]).args(args).output().expect("run curl")
+    Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("run curl")
 }
 
 #[test]
@@ -31,10 +40,20 @@ fn curl_get_receives_the_upstream_body() {
     let up = Upstream::ok("{\"data\":[{\"id\":\"m\"}]}");
     let gw = Gateway::start(&basic_config(&up.url(), ""));
     let out = curl(&[&format!("http://{}/v1/models", gw.addr)]);
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"data\":[{\"id\":\"m\"}]}");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"data\":[{\"id\":\"m\"}]}"
+    );
     let (_, req) = &up.wait_requests(1)[0];
-    assert!(req.head.header("user-agent").is_some_and(|ua| ua.starts_with("curl/")));
+    assert!(req
+        .head
+        .header("user-agent")
+        .is_some_and(|ua| ua.starts_with("curl/")));
 }
 
 #[test]
@@ -50,7 +69,11 @@ fn curl_chunked_upload_of_a_file_reaches_upstream_intact() {
     std::fs::write(&file, &data).unwrap();
 
     let up = Upstream::respond(|req| {
-        let verdict = format!("len={} bad={:?}", req.body.len(), check_pattern(0, &req.body));
+        let verdict = format!(
+            "len={} bad={:?}",
+            req.body.len(),
+            check_pattern(0, &req.body)
+        );
         response(200, &[], verdict.as_bytes())
     });
     let gw = Gateway::start(&basic_config(&up.url(), ""));
@@ -62,8 +85,15 @@ fn curl_chunked_upload_of_a_file_reaches_upstream_intact() {
         &format!("http://{}/v1/files", gw.addr),
     ]);
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("len={size} bad=None"));
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("len={size} bad=None")
+    );
     let (_, req) = &up.wait_requests(1)[0];
     assert_eq!(req.head.method(), "POST");
     assert!(req.head.is_chunked(), "upstream head {:?}", req.head);
@@ -79,7 +109,13 @@ fn curl_no_buffer_receives_sse_events_one_by_one() {
     let up = sse_upstream(10, Pacing::Lockstep(step.clone()), SseFraming::Chunked);
     let gw = Gateway::start(&basic_config(&up.url(), ""));
     let mut child = Command::new("curl")
-        .args(["-sS", "-N", "--max-time", "30", &format!("http://{}/v1/chat/completions", gw.addr)])
+        .args([
+            "-sS",
+            "-N",
+            "--max-time",
+            "30",
+            &format!("http://{}/v1/chat/completions", gw.addr),
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -108,7 +144,15 @@ fn openai_python_sdk_streams_a_chat_completion_through_the_gateway() {
     if !have("python3", &["-c", "import openai"]) {
         return;
     }
-    let up = openai_upstream(&["Hello", ",", " world", "!", " Streamed", " through", " modelgate."]);
+    let up = openai_upstream(&[
+        "Hello",
+        ",",
+        " world",
+        "!",
+        " Streamed",
+        " through",
+        " modelgate.",
+    ]);
     let gw = Gateway::start(&basic_config(&up.url(), ""));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/openai_stream.py");
     let out = Command::new("python3")
@@ -117,8 +161,15 @@ fn openai_python_sdk_streams_a_chat_completion_through_the_gateway() {
         .arg("mock-model-1")
         .output()
         .expect("run python3");
-    assert!(out.status.success(), "script failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world! Streamed through modelgate.\n");
+    assert!(
+        out.status.success(),
+        "script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "Hello, world! Streamed through modelgate.\n"
+    );
     let (_, req) = &up.wait_requests(1)[0];
     assert_eq!(req.head.start_line, "POST /v1/chat/completions HTTP/1.1");
     let body = req.body.clone();

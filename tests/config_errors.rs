@@ -64,14 +64,21 @@ fn check_config(text: &str) -> (String, Output) {
     let dir = temp_dir("cfg");
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN).arg("check-config").arg(&path).output().expect("run check-config");
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run check-config");
     let _ = std::fs::remove_dir_all(&dir);
     (path.display().to_string(), out)
 }
 
 /// 1-based line of the first line of `text` containing `needle`.
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in config")) + 1
+    text.lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("{needle:?} not in config"))
+        + 1
 }
 
 /// Asserts exit 1 and `error: PATH:LINE:COL: message` naming everything in `mentions`, then a
@@ -82,34 +89,66 @@ fn assert_rejected(text: &str, line: Option<usize>, mentions: &[&str]) {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "exit status; stderr:\n{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
-    let at = lines.iter().position(|l| l.starts_with("error: ")).unwrap_or_else(|| panic!("no `error: ` line in:\n{stderr}"));
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no `error: ` line in:\n{stderr}"));
     let rest = lines[at].strip_prefix("error: ").unwrap();
-    let location = rest.strip_prefix(&format!("{path}:")).unwrap_or_else(|| panic!("error does not start with the file path {path}: {rest}"));
+    let location = rest
+        .strip_prefix(&format!("{path}:"))
+        .unwrap_or_else(|| panic!("error does not start with the file path {path}: {rest}"));
     let mut parts = location.splitn(3, ':');
-    let got_line: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no LINE in {rest}"));
-    let col: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no COL in {rest}"));
+    let got_line: usize = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no LINE in {rest}"));
+    let col: usize = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no COL in {rest}"));
     let message = parts.next().unwrap_or("");
     assert!(col >= 1, "column {col} in {rest}");
     if let Some(line) = line {
         assert_eq!(got_line, line, "line in {rest}");
     }
     for m in mentions {
-        assert!(message.contains(m), "message does not mention {m:?}: {rest}");
+        assert!(
+            message.contains(m),
+            "message does not mention {m:?}: {rest}"
+        );
     }
-    assert!(lines.get(at + 1).is_some_and(|l| l.starts_with("  fix: ") && l.len() > "  fix: ".len()), "no `  fix: ` line after the error:\n{stderr}");
+    assert!(
+        lines
+            .get(at + 1)
+            .is_some_and(|l| l.starts_with("  fix: ") && l.len() > "  fix: ".len()),
+        "no `  fix: ` line after the error:\n{stderr}"
+    );
 }
 
 #[test]
 fn good_config_prints_ok_and_exits_zero() {
     let (path, out) = check_config(GOOD);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), format!("{path}: ok"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        format!("{path}: ok")
+    );
 }
 
 #[test]
 fn minimal_config_with_only_an_upstream_and_a_route_is_ok() {
     let (_, out) = check_config(MINIMAL_TAIL);
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -126,7 +165,8 @@ fn unknown_key_in_a_route_is_rejected_with_its_line() {
 
 #[test]
 fn bad_duration_is_rejected_naming_the_key() {
-    let text = format!("[timeouts]\nbody_idle = \"60s\"\nheader_read = \"10 parsecs\"\n{MINIMAL_TAIL}");
+    let text =
+        format!("[timeouts]\nbody_idle = \"60s\"\nheader_read = \"10 parsecs\"\n{MINIMAL_TAIL}");
     assert_rejected(&text, Some(3), &["`timeouts.header_read`"]);
 }
 
@@ -139,13 +179,24 @@ fn duration_without_unit_is_rejected() {
 #[test]
 fn route_naming_an_unknown_upstream_is_rejected_at_that_line() {
     let text = MINIMAL_TAIL.replace("upstream = \"models\"", "upstream = \"nope\"");
-    assert_rejected(&text, Some(line_of(&text, "upstream = \"nope\"")), &["nope", "upstream"]);
+    assert_rejected(
+        &text,
+        Some(line_of(&text, "upstream = \"nope\"")),
+        &["nope", "upstream"],
+    );
 }
 
 #[test]
 fn duplicate_route_id_is_rejected_at_the_second_one() {
     let text = format!("{MINIMAL_TAIL}\n[[route]]\nid = \"main\"\npath_prefix = \"/v2/\"\nupstream = \"models\"\nclass = \"inference\"\n");
-    let second = text.lines().enumerate().filter(|(_, l)| l.contains("id = \"main\"")).nth(1).unwrap().0 + 1;
+    let second = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.contains("id = \"main\""))
+        .nth(1)
+        .unwrap()
+        .0
+        + 1;
     assert_rejected(&text, Some(second), &["main", "id"]);
 }
 
@@ -172,25 +223,49 @@ fn config_without_routes_is_rejected() {
     let text = "[[upstream]]\nname = \"models\"\nendpoints = [\"127.0.0.1:8000\"]\n";
     let (_, out) = check_config(text);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("error: "), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn missing_file_is_an_error() {
-    let out = Command::new(BIN).arg("check-config").arg("/nonexistent/modelgate.toml").output().unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg("/nonexistent/modelgate.toml")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: "), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: "),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn shipped_example_configs_pass_check_config() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = Command::new(BIN).arg("check-config").arg(&path).output().unwrap();
-            assert_eq!(out.status.code(), Some(0), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(BIN)
+                .arg("check-config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -28,6 +28,7 @@ on_both_drivers! {
         let reqs = up.wait_requests(5);
         assert_eq!(reqs.len(), 5);
         assert_eq!(up.connection_count(), 1, "upstream connections for 5 sequential requests");
+        gw.wait_log_count(5, |l| l["message"] == "access");
         assert!(reqs.iter().all(|(conn, _)| *conn == 0));
     }
 
@@ -144,6 +145,20 @@ on_both_drivers! {
         assert_eq!(req.body_str(), "12345");
     }
 
+    fn expect_100_continue_for_an_unmatched_route_gets_the_final_404_without_100(driver) {
+        let up = Upstream::ok("unreachable");
+        let config = format!(
+            "[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\n\n[[route]]\nid = \"v1\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\nclass = \"inference\"\n",
+            up.url()
+        );
+        let gw = Gateway::start_with(driver, &config);
+        let mut c = gw.connect();
+        c.send("POST /elsewhere HTTP/1.1\r\nHost: test.local\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+        let resp = c.read_response();
+        assert_error(&resp, 404, "not_found");
+        assert_eq!(up.connection_count(), 0);
+    }
+
     fn forwarded_headers_are_added_and_hop_by_hop_request_headers_stripped(driver) {
         let up = Upstream::ok("ok");
         let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
@@ -154,7 +169,7 @@ on_both_drivers! {
             "X-Private-Hop: secret\r\n",
             "Keep-Alive: timeout=5\r\n",
             "Proxy-Connection: keep-alive\r\n",
-            "TE: trailers\r\n",
+            "TE: deflate\r\n",
             "Upgrade: example/1\r\n",
             "Proxy-Authorization: Basic dTpw\r\n",
             "X-Forwarded-For: 203.0.113.7\r\n",
@@ -266,6 +281,108 @@ on_both_drivers! {
         assert_eq!(up.connection_count(), 2);
     }
 
+    fn close_delimited_sse_events_arrive_one_by_one_in_lockstep(driver) {
+        let step = Lockstep::new();
+        let up = sse_upstream(10, Pacing::Lockstep(step.clone()), SseFraming::CloseDelimited);
+        let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
+        let mut c = gw.connect();
+        c.send(get("/v1/stream"));
+        assert!(c.read_head().is_chunked());
+        for i in 0..10 {
+            assert_eq!(c.read_event(), Some(sse_event(i)));
+            step.advance();
+        }
+        assert_eq!(c.read_event(), None);
+    }
+
+    fn chunked_request_body_streams_to_upstream_piece_by_piece(driver) {
+        request_body_in_lockstep(driver, true);
+    }
+
+    fn content_length_request_body_streams_to_upstream_piece_by_piece(driver) {
+        request_body_in_lockstep(driver, false);
+    }
+
+    fn head_response_keeps_content_length_and_has_no_body(driver) {
+        let up = Upstream::respond(|req| {
+            if req.head.method() == "HEAD" {
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 1234\r\n\r\n".to_vec()
+            } else {
+                response(200, &[], b"body")
+            }
+        });
+        let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
+        let mut c = gw.connect();
+        let resp = c.request("HEAD /v1/file HTTP/1.1\r\nHost: test.local\r\n\r\n");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.header("content-length"), Some("1234"));
+        assert!(resp.body.is_empty());
+        let next = c.request(get("/v1/file"));
+        assert_eq!(next.body_str(), "body", "connection unusable after HEAD");
+    }
+
+    fn pipelined_requests_are_answered_in_order(driver) {
+        let up = Upstream::respond(|req| response(200, &[], req.head.target().as_bytes()));
+        let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
+        let mut c = gw.connect();
+        c.send(format!("{}{}{}", get("/v1/a"), post("/v1/b", "xyz"), get("/v1/c")));
+        assert_eq!(c.read_response().body_str(), "/v1/a");
+        assert_eq!(c.read_response().body_str(), "/v1/b");
+        assert_eq!(c.read_response().body_str(), "/v1/c");
+    }
+
+    fn client_connection_close_is_honoured(driver) {
+        let up = Upstream::ok("bye");
+        let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
+        let mut c = gw.connect();
+        let resp = c.request("GET /v1/x HTTP/1.1\r\nHost: test.local\r\nConnection: close\r\n\r\n");
+        assert_eq!(resp.body_str(), "bye");
+        let extra = c.wait_closed();
+        assert!(extra.is_empty());
+    }
+
+    fn http_1_0_client_never_gets_a_chunked_response(driver) {
+        let up = sse_upstream(3, Pacing::Burst, SseFraming::Chunked);
+        let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
+        let mut c = gw.connect();
+        let resp = c.request("GET /v1/stream HTTP/1.0\r\nHost: test.local\r\n\r\n");
+        assert_eq!(resp.status(), 200);
+        assert!(!resp.head.is_chunked(), "chunked sent to an HTTP/1.0 client: {:?}", resp.head);
+        let expected: String = (0..3).map(|i| format!("{}\n\n", sse_event(i))).collect();
+        assert_eq!(resp.body_str(), expected);
+        assert!(resp.complete);
+    }
+
+    fn upstream_connection_close_response_is_not_reused(driver) {
+        let up = Upstream::respond(|_| response(200, &["connection: close"], b"once"));
+        let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
+        let mut c = gw.connect();
+        for i in 0..3 {
+            assert_eq!(c.request(get("/v1/x")).body_str(), "once", "request {i}");
+        }
+        assert_eq!(up.connection_count(), 3);
+        assert!(!c.received().windows(17).any(|w| w.eq_ignore_ascii_case(b"connection: close")), "upstream's close leaked to the client");
+    }
+
+    fn upstream_closing_an_idle_pooled_connection_does_not_fail_the_next_request(driver) {
+        // Answers one request per connection, then closes without saying so (an upstream's own
+        // keep-alive timeout firing while the connection sits in the gateway's pool).
+        let up = Upstream::start(|c| {
+            if let Some(req) = c.read_request() {
+                if req.complete {
+                    let _ = c.write(&response(200, &[], b"fresh"));
+                }
+            }
+        });
+        let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
+        let mut c = gw.connect();
+        assert_eq!(c.request(get("/v1/x")).body_str(), "fresh");
+        up.wait_finished(1);
+        let resp = c.request(get("/v1/x"));
+        assert_eq!(resp.status(), 200, "{:?} {}", resp.head, resp.body_str());
+        assert_eq!(resp.body_str(), "fresh");
+    }
+
     fn sixty_four_mib_request_body_streams_with_bounded_gateway_memory(driver) {
         let total = 64 * MIB;
         let up = Upstream::start(move |c| {
@@ -309,6 +426,7 @@ on_both_drivers! {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.body_str(), format!("len={total} bad=None cl=Some(\"{total}\")"));
         let hwm = gw.vm_hwm_kib();
+        eprintln!("gateway VmHWM after a 64 MiB request body: {hwm} KiB");
         assert!(hwm < 48 * 1024, "gateway peak RSS {hwm} KiB for a 64 MiB request body");
     }
 
@@ -350,6 +468,65 @@ on_both_drivers! {
         assert_eq!(len, total);
         assert_eq!(bad, None, "first corrupted offset");
         let hwm = gw.vm_hwm_kib();
+        eprintln!("gateway VmHWM after a 64 MiB response body: {hwm} KiB");
         assert!(hwm < 48 * 1024, "gateway peak RSS {hwm} KiB for a 64 MiB response body");
     }
+}
+
+/// The client sends body part i only after the upstream has received part i−1 (a gateway that
+/// collects the body before forwarding deadlocks here, and the guard turns that into a failure).
+fn request_body_in_lockstep(driver: Driver, chunked: bool) {
+    const PARTS: usize = 10;
+    let step = Lockstep::new();
+    let seen = step.clone();
+    let up = Upstream::start(move |c| {
+        if c.read_head().is_none() {
+            return;
+        }
+        let mut got = Vec::new();
+        loop {
+            match c.conn.next_piece() {
+                Ok(Some(p)) => {
+                    got.extend_from_slice(&p);
+                    let parts = got.iter().filter(|b| **b == b'.').count() as u64;
+                    while seen.value() < parts {
+                        seen.advance();
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+        let _ = c.write(&response(200, &[], &got));
+    });
+    let gw = Gateway::start_with(driver, &basic_config(&up.url(), ""));
+    let mut c = gw.connect();
+    let parts: Vec<String> = (0..PARTS).map(|i| format!("part-{i}.")).collect();
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if chunked {
+        c.send(
+            "POST /v1/upload HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+    } else {
+        c.send(format!(
+            "POST /v1/upload HTTP/1.1\r\nHost: test.local\r\nContent-Length: {total}\r\n\r\n"
+        ));
+    }
+    for (i, part) in parts.iter().enumerate() {
+        if chunked {
+            c.send(chunk(part.as_bytes()));
+        } else {
+            c.send(part);
+        }
+        assert!(
+            step.wait_for(i as u64 + 1),
+            "the upstream never received part {i} while the client held back the rest"
+        );
+    }
+    if chunked {
+        c.send("0\r\n\r\n");
+    }
+    let resp = c.read_response();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.body_str(), parts.concat());
 }

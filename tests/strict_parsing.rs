@@ -28,12 +28,23 @@ fn bad(name: &'static str, raw: impl Into<Vec<u8>>) -> HeadCase {
 /// A request with well-formed head whose chunked body is malformed at `bad_bytes`.
 struct ChunkCase {
     name: &'static str,
-    body: &'static [u8],
-    bad_bytes: &'static [u8],
+    body: Vec<u8>,
+    bad_bytes: Vec<u8>,
+    /// Acceptable statuses of the error response.
+    statuses: &'static [u16],
+}
+
+fn bad_chunk(name: &'static str, body: &[u8], bad_bytes: &[u8]) -> ChunkCase {
+    ChunkCase {
+        name,
+        body: body.to_vec(),
+        bad_bytes: bad_bytes.to_vec(),
+        statuses: &[400],
+    }
 }
 
 /// Limits kept small so the size cases stay small.
-const LIMITS: &str = "[limits]\nmax_headers = 20\nmax_header_bytes = 4096\nmax_uri_bytes = 1024\n";
+const LIMITS: &str = "[limits]\nmax_headers = 20\nmax_header_bytes = 4096\nmax_uri_bytes = 1024\nmax_trailer_bytes = 1024\n";
 
 fn head_cases() -> Vec<HeadCase> {
     let h = |extra: &str| format!("POST /v1/x HTTP/1.1\r\nHost: test.local\r\n{extra}\r\n");
@@ -163,36 +174,42 @@ fn head_cases() -> Vec<HeadCase> {
 }
 
 fn chunk_cases() -> Vec<ChunkCase> {
+    let big_trailer = format!(
+        "5\r\nhello\r\n0\r\nx-big-trailer: {}\r\n\r\n",
+        "t".repeat(2000)
+    );
     vec![
+        bad_chunk("non-hex chunk size", b"zz\r\nhello\r\n0\r\n\r\n", b"zz"),
+        bad_chunk(
+            "0x-prefixed chunk size",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"0x5",
+        ),
+        bad_chunk(
+            "leading space in chunk size",
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b" 5\r\n",
+        ),
+        bad_chunk(
+            "chunk size with 17 hex digits",
+            b"10000000000000000\r\nhello\r\n0\r\n\r\n",
+            b"10000000000000000",
+        ),
+        bad_chunk(
+            "chunk data not followed by CRLF",
+            b"5\r\nhelloXX\r\n0\r\n\r\n",
+            b"helloXX",
+        ),
+        bad_chunk(
+            "empty chunk size line",
+            b"\r\nhello\r\n0\r\n\r\n",
+            b"chunked\r\n\r\n\r\nhello",
+        ),
         ChunkCase {
-            name: "non-hex chunk size",
-            body: b"zz\r\nhello\r\n0\r\n\r\n",
-            bad_bytes: b"zz",
-        },
-        ChunkCase {
-            name: "0x-prefixed chunk size",
-            body: b"0x5\r\nhello\r\n0\r\n\r\n",
-            bad_bytes: b"0x5",
-        },
-        ChunkCase {
-            name: "leading space in chunk size",
-            body: b" 5\r\nhello\r\n0\r\n\r\n",
-            bad_bytes: b" 5\r\n",
-        },
-        ChunkCase {
-            name: "chunk size with 17 hex digits",
-            body: b"10000000000000000\r\nhello\r\n0\r\n\r\n",
-            bad_bytes: b"10000000000000000",
-        },
-        ChunkCase {
-            name: "chunk data not followed by CRLF",
-            body: b"5\r\nhelloXX\r\n0\r\n\r\n",
-            bad_bytes: b"helloXX",
-        },
-        ChunkCase {
-            name: "empty chunk size line",
-            body: b"\r\nhello\r\n0\r\n\r\n",
-            bad_bytes: b"chunked\r\n\r\n\r\nhello",
+            name: "trailers bigger than max_trailer_bytes",
+            body: big_trailer.into_bytes(),
+            bad_bytes: b"x-big-trailer".to_vec(),
+            statuses: &[400, 431],
         },
     ]
 }
@@ -269,14 +286,19 @@ fn check_chunk_case(gw: &Gateway, up: &Upstream, case: &ChunkCase, path: &str) -
     let mut raw =
         format!("POST {path} HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n")
             .into_bytes();
-    raw.extend_from_slice(case.body);
+    raw.extend_from_slice(&case.body);
     if let Err(e) = c.try_send(&raw) {
         return vec![format!("write failed: {e}")];
     }
     match c.closed_within_guard() {
-        Ok(bytes) if bytes.starts_with(b"HTTP/1.1 400 ") => {}
+        Ok(bytes)
+            if case
+                .statuses
+                .iter()
+                .any(|s| bytes.starts_with(format!("HTTP/1.1 {s} ").as_bytes())) => {}
         Ok(bytes) => problems.push(format!(
-            "want a 400 then close, got {:?}",
+            "want {:?} then close, got {:?}",
+            case.statuses,
             String::from_utf8_lossy(&bytes)
         )),
         Err(e) => problems.push(format!(
@@ -292,10 +314,10 @@ fn check_chunk_case(gw: &Gateway, up: &Upstream, case: &ChunkCase, path: &str) -
     if forwarded.iter().any(|(_, r)| r.complete) {
         problems.push("the upstream received a complete request".into());
     }
-    if contains(&up.received_all(), case.bad_bytes) {
+    if contains(&up.received_all(), &case.bad_bytes) {
         problems.push(format!(
             "the upstream received the bad bytes {:?}",
-            String::from_utf8_lossy(case.bad_bytes)
+            String::from_utf8_lossy(&case.bad_bytes)
         ));
     }
     problems
@@ -382,5 +404,22 @@ fn asterisk_form_options_is_not_rejected_as_malformed() {
         "OPTIONS * is valid HTTP/1.1: {:?} {}",
         resp.head,
         resp.body_str()
+    );
+}
+
+#[test]
+fn absolute_form_http_target_is_accepted() {
+    let up = Upstream::ok("ok");
+    let gw = Gateway::start(&basic_config(&up.url(), ""));
+    let resp = one_shot(
+        gw.addr,
+        "GET http://test.local/v1/models?a=1 HTTP/1.1\r\nHost: test.local\r\n\r\n",
+    );
+    assert_eq!(resp.status(), 200, "{:?} {}", resp.head, resp.body_str());
+    let (_, req) = &up.wait_requests(1)[0];
+    assert!(
+        req.head.target().ends_with("/v1/models?a=1"),
+        "upstream target {:?}",
+        req.head.target()
     );
 }

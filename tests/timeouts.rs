@@ -110,6 +110,37 @@ on_both_drivers! {
         c.wait_closed();
     }
 
+    fn short_timeouts_do_not_cut_a_stream_that_keeps_moving(driver) {
+        // Every timeout that could wrongly apply to an active stream is 300 ms; the stream runs
+        // for about a second with a 100 ms gap between events.
+        let up = sse_upstream(10, Pacing::Every(Duration::from_millis(100)), SseFraming::Chunked);
+        let timeouts = "header_read = \"300ms\"\nbody_idle = \"300ms\"\nkeepalive_idle = \"300ms\"\nupstream_first_byte = \"300ms\"\nupstream_idle = \"300ms\"";
+        let gw = Gateway::start_with(driver, &config(&up.url(), timeouts));
+        let mut c = gw.connect();
+        c.send(get("/v1/stream"));
+        assert_eq!(c.read_head().status(), 200);
+        for i in 0..10 {
+            assert_eq!(c.read_event(), Some(sse_event(i)));
+        }
+        assert_eq!(c.read_event(), None);
+        assert!(c.finish().2, "stream cut");
+    }
+
+    fn slow_but_steady_request_body_is_not_cut_by_body_idle(driver) {
+        let up = Upstream::respond(|req| response(200, &[], &req.body));
+        let gw = Gateway::start_with(driver, &config(&up.url(), "body_idle = \"300ms\"\nheader_read = \"300ms\""));
+        let mut c = gw.connect();
+        c.send("POST /v1/upload HTTP/1.1\r\nHost: test.local\r\nTransfer-Encoding: chunked\r\n\r\n");
+        for i in 0..8 {
+            thread::sleep(Duration::from_millis(100));
+            c.send(chunk(format!("{i}").as_bytes()));
+        }
+        c.send("0\r\n\r\n");
+        let resp = c.read_response();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.body_str(), "01234567");
+    }
+
     fn upstream_whose_accept_queue_is_full_gets_504_after_upstream_connect(driver) {
         let Some(full) = FullBacklog::new() else {
             eprintln!("skipped: could not fill a listener's accept queue on this kernel");

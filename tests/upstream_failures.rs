@@ -135,4 +135,34 @@ on_both_drivers! {
         assert_eq!(long.read_event(), Some(sse_event(2)));
         assert_eq!(long.read_event(), None);
     }
+
+    fn idle_pool_keeps_at_most_max_idle_per_endpoint_connections(driver) {
+        let gate = Lockstep::new();
+        let up = named_endpoint("only", gate.clone());
+        let config = format!(
+            "[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\nmax_idle_per_endpoint = 1\n\n[[route]]\nid = \"main\"\npath_prefix = \"/\"\nupstream = \"models\"\nclass = \"inference\"\n",
+            up.url()
+        );
+        let gw = Gateway::start_with(driver, &config);
+        let mut streams: Vec<Client> = (0..3)
+            .map(|_| {
+                let mut c = gw.connect();
+                c.send(get("/v1/hold"));
+                assert_eq!(c.read_head().status(), 200);
+                assert_eq!(c.read_event(), Some(sse_event(0)));
+                c
+            })
+            .collect();
+        assert_eq!(up.connection_count(), 3, "three concurrent streams need three upstream connections");
+        gate.advance();
+        for c in &mut streams {
+            assert_eq!(c.read_event(), Some(sse_event(1)));
+            assert_eq!(c.read_event(), Some(sse_event(2)));
+            assert_eq!(c.read_event(), None);
+        }
+        // Three connections came back idle; the pool may keep one, so the gateway closes two.
+        up.wait_finished(2);
+        assert_eq!(one_shot(gw.addr, get("/v1/quick")).body_str(), "only");
+        assert_eq!(up.connection_count(), 3, "the one pooled connection was not reused");
+    }
 }

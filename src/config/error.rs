@@ -52,7 +52,9 @@ impl ConfigError {
     /// Splits a deserializer message of the form `what | fix: how` (see `config::values`) and
     /// supplies a fix for serde's own messages.
     pub fn from_toml(file: &Path, source: &str, e: &toml::de::Error) -> Self {
-        let raw = e.message().trim();
+        // toml's messages can span lines ("invalid string\nexpected ..."): keep one line.
+        let flat = e.message().trim().replace('\n', "; ");
+        let raw = flat.as_str();
         let (message, fix) = match raw.split_once(" | fix: ") {
             Some((m, f)) => (m.to_owned(), f.to_owned()),
             None if raw.starts_with("unknown field") => (

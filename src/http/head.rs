@@ -11,6 +11,7 @@
 //! values, whitespace before the colon, odd request targets. The caller turns a [`HeadError`]
 //! into 400/414/431 and closes the connection.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::Bytes;
@@ -186,10 +187,11 @@ pub fn parse_request(
     if skip > 0 {
         let _ = buf.split_to(skip);
     }
-    let mut storage = [httparse::EMPTY_HEADER; 256];
-    let hdrs = &mut storage[..limits.max_headers.min(256)];
-    let mut req = httparse::Request::new(hdrs);
-    let status = match req.parse(buf) {
+    // Uninitialised storage: zeroing 256 header slots per request is measurable.
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
+    let mut req = httparse::Request::new(&mut []);
+    let slots = &mut storage[..limits.max_headers.min(256)];
+    let status = match req.parse_with_uninit_headers(buf, slots) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(e) => return Err(HeadError::Invalid(httparse_reason(e))),
@@ -260,9 +262,13 @@ pub fn parse_response(
     max_head_bytes: usize,
     request_method: &Method,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut storage = [httparse::EMPTY_HEADER; 256];
-    let mut res = httparse::Response::new(&mut storage);
-    let status = match res.parse(buf) {
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 256];
+    let mut res = httparse::Response::new(&mut []);
+    let status = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        buf,
+        &mut storage,
+    ) {
         Ok(s) => s,
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(e) => return Err(HeadError::Invalid(httparse_reason(e))),

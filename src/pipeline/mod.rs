@@ -193,8 +193,11 @@ async fn proxy(
     let res = read_response_head(&mut upstream, head, t.upstream_first_byte).await?;
     ctx.ttfb = Some(ctx.started.elapsed());
     ctx.status = res.status;
+    // HTTP/1.1 clients get open-ended bodies chunked (so the connection survives); HTTP/1.0
+    // clients cannot take chunked and get them delimited by close.
     let to_client = match res.framing {
         BodyFraming::Chunked | BodyFraming::UntilClose if head.http11 => BodyFraming::Chunked,
+        BodyFraming::Chunked | BodyFraming::UntilClose => BodyFraming::UntilClose,
         f => f,
     };
     let close = must_close || to_client == BodyFraming::UntilClose;

@@ -14,7 +14,9 @@ use signal_hook::iterator::Signals;
 use crate::config::Config;
 
 pub enum Control {
-    Reload(Arc<Config>),
+    /// Swap in this config, then acknowledge, so "config reloaded" is logged only once every
+    /// worker runs with it.
+    Reload(Arc<Config>, std::sync::mpsc::Sender<()>),
     Drain,
 }
 
@@ -57,9 +59,14 @@ fn reload(current: Arc<Config>, workers: &[async_channel::Sender<Control>]) -> A
         );
     }
     let next = Arc::new(next);
+    let (ack, acks) = std::sync::mpsc::channel();
     for w in workers {
-        let _ = w.send_blocking(Control::Reload(Arc::clone(&next)));
+        let _ = w.send_blocking(Control::Reload(Arc::clone(&next), ack.clone()));
     }
-    tracing::info!(path = %next.path.display(), "config reloaded");
+    drop(ack);
+    let applied = (0..workers.len())
+        .filter(|_| acks.recv_timeout(std::time::Duration::from_secs(5)).is_ok())
+        .count();
+    tracing::info!(path = %next.path.display(), workers = applied, "config reloaded");
     next
 }

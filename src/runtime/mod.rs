@@ -184,38 +184,53 @@ fn run_worker(
     });
 }
 
+/// Accepts until draining starts. Control messages are handled by their own task, so the
+/// accept operation is never cancelled just to look at the channel: on io_uring, dropping an
+/// accept that already completed in the kernel would leak the accepted socket.
 async fn accept_loop(
     worker: &Rc<Worker>,
     listener: TcpListener,
     rx: async_channel::Receiver<Control>,
 ) {
+    monoio::spawn(control_task(Rc::clone(worker), rx));
     loop {
-        monoio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let worker = Rc::clone(worker);
-                    monoio::spawn(crate::server::serve(worker, stream, peer));
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(worker = worker.id, error = %e, "accept failed");
-                    monoio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            msg = rx.recv() => match msg {
-                Ok(Control::Reload(config)) => {
-                    *worker.generation.borrow_mut() = Rc::new(generation(config));
-                }
-                Ok(Control::Drain) | Err(_) => return,
-            },
+        let accepted = monoio::select! {
+            accepted = listener.accept() => accepted,
+            _ = worker.drain.wait() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let worker = Rc::clone(worker);
+                monoio::spawn(crate::server::serve(worker, stream, peer));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(worker = worker.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
     }
 }
 
-/// Stop accepting (the listener is already dropped), close idle connections, wait for active
-/// ones up to the grace period.
+/// Applies reloads; starts the drain on `Drain` (or when the control thread is gone).
+async fn control_task(worker: Rc<Worker>, rx: async_channel::Receiver<Control>) {
+    loop {
+        match rx.recv().await {
+            Ok(Control::Reload(config, ack)) => {
+                *worker.generation.borrow_mut() = Rc::new(generation(config));
+                let _ = ack.send(());
+            }
+            Ok(Control::Drain) | Err(_) => {
+                worker.drain.start();
+                return;
+            }
+        }
+    }
+}
+
+/// After the accept loop ended (listener dropped, idle connections woken to close): wait for
+/// active connections up to the grace period.
 async fn drain(worker: &Rc<Worker>) {
-    worker.drain.start();
     let grace = worker.generation().config.server.drain_grace;
     let started = Instant::now();
     while worker.active.get() > 0 && started.elapsed() < grace {

@@ -207,9 +207,18 @@ impl Gateway {
             let now = Instant::now();
             if guard.1 || now >= deadline {
                 drop(guard);
-                panic!("saw {} matching log lines, expected {n}; log so far:\n{}", found.len(), self.log_dump());
+                panic!(
+                    "saw {} matching log lines, expected {n}; log so far:\n{}",
+                    found.len(),
+                    self.log_dump()
+                );
             }
-            guard = self.logs.changed.wait_timeout(guard, deadline - now).unwrap().0;
+            guard = self
+                .logs
+                .changed
+                .wait_timeout(guard, deadline - now)
+                .unwrap()
+                .0;
         }
     }
 

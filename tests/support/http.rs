@@ -238,6 +238,7 @@ impl HttpConn {
         let mut tmp = [0u8; 64 * 1024];
         let n = match self.stream.read(&mut tmp) {
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return self.fill(),
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => 0,
             Err(e)
                 if matches!(

@@ -4,7 +4,7 @@
 
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::FromRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,6 +25,8 @@ struct State {
     requests: Mutex<Vec<(usize, Message)>>,
     changed: Condvar,
     stop: AtomicBool,
+    /// Connections whose handler has returned (closed by the gateway or by the script).
+    finished: AtomicUsize,
 }
 
 impl State {
@@ -149,6 +151,8 @@ impl Upstream {
                     };
                     handler(&mut up);
                     let _ = up.conn.stream().shutdown(Shutdown::Both);
+                    up.state.finished.fetch_add(1, Ordering::SeqCst);
+                    up.state.notify();
                 });
             }
         });
@@ -253,6 +257,32 @@ impl Upstream {
                 .0;
         }
         guard.clone()
+    }
+
+    /// Connections whose handler has finished (for the stock handlers: the gateway closed them).
+    pub fn finished_count(&self) -> usize {
+        self.state.finished.load(Ordering::SeqCst)
+    }
+
+    /// Waits (up to the guard) until at least `n` connections have finished.
+    pub fn wait_finished(&self, n: usize) {
+        let deadline = Instant::now() + GUARD;
+        let mut guard = self.state.requests.lock().unwrap();
+        while self.finished_count() < n {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "mock upstream {}: {} connections finished, expected {n}",
+                self.addr,
+                self.finished_count()
+            );
+            guard = self
+                .state
+                .changed
+                .wait_timeout(guard, Duration::from_millis(50).min(deadline - now))
+                .unwrap()
+                .0;
+        }
     }
 
     /// Waits (up to the guard) for at least `n` accepted connections.

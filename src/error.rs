@@ -48,6 +48,10 @@ pub enum ErrorKind {
     UpstreamClosed(io::Error),
     /// The upstream's response is malformed.
     BadResponse(&'static str),
+    /// Masking stopped the body: a `block` detector matched, or scanning failed (fail closed).
+    Masking(crate::masking::MaskError),
+    /// The session recorder cannot write and recording fails closed.
+    RecorderUnavailable,
 }
 
 #[derive(Debug)]
@@ -62,6 +66,13 @@ impl Error {
     pub fn downstream(kind: ErrorKind) -> Self {
         Error {
             side: Side::Downstream,
+            kind,
+        }
+    }
+
+    pub fn internal(kind: ErrorKind) -> Self {
+        Error {
+            side: Side::Internal,
             kind,
         }
     }
@@ -105,6 +116,9 @@ impl Error {
             ErrorKind::ConnectTimeout | ErrorKind::FirstByteTimeout | ErrorKind::UpstreamIdle => {
                 (504, "gateway_timeout")
             }
+            ErrorKind::Masking(crate::masking::MaskError::Blocked { .. }) => (403, "blocked"),
+            ErrorKind::Masking(_) => (500, "masking_failed"),
+            ErrorKind::RecorderUnavailable => (503, "recording_unavailable"),
         }
     }
 }
@@ -126,6 +140,10 @@ impl fmt::Display for Error {
             ErrorKind::UpstreamIdle => f.write_str("upstream stalled mid-response"),
             ErrorKind::UpstreamClosed(_) => f.write_str("upstream closed the connection"),
             ErrorKind::BadResponse(why) => write!(f, "invalid upstream response: {why}"),
+            ErrorKind::Masking(e) => e.fmt(f),
+            ErrorKind::RecorderUnavailable => f.write_str(
+                "session recording is unavailable; requests are refused until it recovers",
+            ),
         }
     }
 }

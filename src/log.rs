@@ -42,6 +42,7 @@ pub fn access(ctx: &RequestCtx) {
         duration_us = ctx.started.elapsed().as_micros() as u64,
         ttfb_us = ctx.ttfb.map_or(0, |d| d.as_micros() as u64),
         outcome = ?ctx.outcome,
+        masked = ctx.masking.as_ref().map_or(0, |v| v.detections.values().sum::<u64>()),
         "access"
     );
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use modelgate::config::Config;
+use modelgate::recorder::cli as recorder;
 
 #[derive(Parser)]
 #[command(
@@ -37,6 +38,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// Read recorded sessions: list, show, replay, export, reindex.
+    Sessions {
+        #[command(subcommand)]
+        command: recorder::SessionsCommand,
+    },
+    /// Check a recording directory's chains and signatures: exit 0 intact, 1 broken.
+    Verify(recorder::VerifyArgs),
+    /// Recording helpers: `recorder keygen FILE` makes a seal-signing key pair.
+    Recorder {
+        #[command(subcommand)]
+        command: recorder::RecorderCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +72,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Sessions { command } => recorder::sessions(command),
+        Command::Verify(args) => recorder::verify(args),
+        Command::Recorder { command } => recorder::recorder(command),
     }
 }
 

@@ -5,6 +5,10 @@
 //! plain string prefix when it ends in `/`, so `/v1` matches `/v1` and `/v1/x` but not `/v10`.
 //! Deny by default: no match is a 404 and nothing is sent upstream.
 
+use std::sync::Arc;
+
+use crate::masking::Mode;
+
 /// Which hosts a route applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostMatch {
@@ -39,13 +43,19 @@ impl HostMatch {
 
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub id: String,
+    pub id: Arc<str>,
     pub host: HostMatch,
     pub path_prefix: String,
     /// Index into `Config::upstreams`.
     pub upstream: usize,
     /// Endpoint class (`inference`, `management`, …) for the policy stage.
-    pub class: String,
+    pub class: Arc<str>,
+    /// Response masking on this route (`None`: off).
+    pub masking: Option<Mode>,
+    /// Mask request bodies (prompts) too.
+    pub mask_requests: bool,
+    /// Record the upstream's unmasked response body besides what the client saw.
+    pub record_raw: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +111,9 @@ mod tests {
             path_prefix: prefix.into(),
             upstream: 0,
             class: "inference".into(),
+            masking: None,
+            mask_requests: false,
+            record_raw: false,
         }
     }
 

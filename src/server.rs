@@ -27,6 +27,7 @@ use crate::runtime::Worker;
 pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _active = worker.enter();
     let mut client = Conn::new(stream);
+    let connection_id = worker.next_connection_id();
     let mut first = true;
     loop {
         let generation = worker.generation();
@@ -39,6 +40,8 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         first = false;
         let request_id = client_request_id(&head).unwrap_or_else(|| worker.next_request_id());
         let mut ctx = RequestCtx::new(request_id, peer.ip(), &head);
+        ctx.connection_id = connection_id;
+        ctx.worker_id = worker.id as u32;
         let next = pipeline::handle(
             &mut ctx,
             &mut client,

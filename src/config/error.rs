@@ -37,6 +37,18 @@ impl ConfigError {
         }
     }
 
+    /// An error about a dotted key (`masking.regex[2].pattern`) reported by a later compile
+    /// step that has no source positions; the key's line is found by walking table headers.
+    pub fn at_key(file: &Path, source: &str, dotted: &str, message: &str, fix: &str) -> Self {
+        let offset = locate(source, dotted);
+        let mut e = ConfigError::at(file, source, offset.map(|o| o..o), message, fix);
+        e.key = dotted.to_owned();
+        if offset.is_none() {
+            (e.line, e.column) = (0, 0);
+        }
+        e
+    }
+
     /// An error about the file as a whole (unreadable, missing sections).
     pub fn whole_file(file: &Path, message: String, fix: &str) -> Self {
         ConfigError {
@@ -96,6 +108,52 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Byte offset of `dotted`'s line: the longest table prefix that has a header (`[t]`, or the
+/// n-th `[[t]]` for `t[n]`), then the first remaining key inside that table, else the header.
+fn locate(source: &str, dotted: &str) -> Option<usize> {
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for split in (1..parts.len()).rev() {
+        let (table, rest) = parts.split_at(split);
+        let table = table.join(".");
+        let (name, index) = match table.rsplit_once('[') {
+            Some((n, i)) => (n.to_owned(), i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (table.clone(), None),
+        };
+        let header = match index {
+            Some(_) => format!("[[{name}]]"),
+            None => format!("[{name}]"),
+        };
+        let mut seen = 0;
+        let mut offset = 0;
+        let mut found = None;
+        for line in source.split_inclusive('\n') {
+            if line.trim() == header {
+                if index.is_none_or(|i| i == seen) {
+                    found = Some(offset);
+                    break;
+                }
+                seen += 1;
+            }
+            offset += line.len();
+        }
+        let Some(start) = found else { continue };
+        let key = rest[0].split('[').next().unwrap_or(rest[0]);
+        let mut at = start;
+        for line in source[start..].split_inclusive('\n').skip(1) {
+            at += line.len();
+            let trimmed = line.trim_start();
+            if trimmed.starts_with('[') {
+                break;
+            }
+            if trimmed.split(['=', ' ']).next() == Some(key) {
+                return Some(at - line.len() + (line.len() - trimmed.len()));
+            }
+        }
+        return Some(start);
+    }
+    None
+}
+
 /// The dotted key at `offset`: the enclosing table header (with the index of an array-of-tables
 /// entry) plus the key on that line, e.g. `route[1].upstream`.
 fn key_at(source: &str, offset: usize) -> String {
@@ -134,6 +192,15 @@ fn key_at(source: &str, offset: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_line_of_a_dotted_key_inside_an_array_of_tables() {
+        let src = "[masking]\nmax_hold_bytes = 9\n[[masking.regex]]\nid = \"a\"\n[[masking.regex]]\nid = \"b\"\npattern = \"x\"\n";
+        let e = ConfigError::at_key(Path::new("f"), src, "masking.regex[1].pattern", "m", "f");
+        assert_eq!(e.line, 7);
+        let e = ConfigError::at_key(Path::new("f"), src, "masking.max_hold_bytes", "m", "f");
+        assert_eq!(e.line, 2);
+    }
 
     #[test]
     fn names_the_key_with_its_array_index() {

@@ -10,6 +10,7 @@ mod values;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,6 +20,8 @@ pub use error::ConfigError;
 use values::Addr;
 pub use values::{DriverChoice, Dur, LogFormat};
 
+use crate::masking::{Masker, MaskingSection, Mode};
+use crate::recorder::{RecorderConfig, RecordingSection};
 use crate::route::{HostMatch, Route, Router};
 
 /// The validated configuration a worker runs with. Shared read-only (`Arc`) between workers and
@@ -32,6 +35,10 @@ pub struct Config {
     pub log: Log,
     pub upstreams: Vec<Upstream>,
     pub router: Router,
+    /// The compiled detector database, when `[masking]` is configured and enabled.
+    pub masker: Option<Arc<Masker>>,
+    /// Session recording, when `[recording] enabled = true`.
+    pub recording: Option<RecorderConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +104,8 @@ mod file {
         pub upstream: Vec<Upstream>,
         #[serde(default)]
         pub route: Vec<Route>,
+        pub masking: Option<MaskingSection>,
+        pub recording: Option<RecordingSection>,
     }
 
     #[derive(Deserialize)]
@@ -214,6 +223,23 @@ mod file {
         pub path_prefix: Spanned<String>,
         pub upstream: Spanned<String>,
         pub class: String,
+        /// `enforce`, `detect` or `off`; default: `[masking] mode` when masking is enabled.
+        #[serde(default)]
+        pub masking: Option<Spanned<RouteMasking>>,
+        /// Also mask request bodies (prompts) on this route.
+        #[serde(default)]
+        pub mask_requests: bool,
+        /// Also record the upstream's unmasked response body (off: only what the client saw).
+        #[serde(default)]
+        pub record_raw: bool,
+    }
+
+    #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum RouteMasking {
+        Enforce,
+        Detect,
+        Off,
     }
 
     fn default_prefix() -> Spanned<String> {
@@ -276,9 +302,32 @@ impl Config {
             });
         }
 
+        let masker = match &root.masking {
+            Some(section) if section.enabled => {
+                let base = path.parent().unwrap_or(Path::new("."));
+                let masker = Masker::compile(section, base)
+                    .map_err(|e| ConfigError::at_key(path, source, &e.key, &e.message, &e.fix))?;
+                Some((Arc::new(masker), section.mode))
+            }
+            _ => None,
+        };
+        let recording = match &root.recording {
+            Some(section) => {
+                let rec = section.validate().map_err(|e| {
+                    let (message, fix) = e.message.split_once(" | fix: ").map_or(
+                        (e.message.as_str(), "see config/modelgate.toml"),
+                        |(m, f)| (m, f),
+                    );
+                    ConfigError::at_key(path, source, &format!("recording.{}", e.key), message, fix)
+                })?;
+                rec.enabled.then_some(rec)
+            }
+            None => None,
+        };
+
         let mut routes: Vec<Route> = Vec::new();
         for r in &root.route {
-            if routes.iter().any(|x| x.id == *r.id.get_ref()) {
+            if routes.iter().any(|x| *x.id == **r.id.get_ref()) {
                 return Err(err(
                     r.id.span(),
                     &format!("duplicate route id {:?}", r.id.get_ref()),
@@ -311,12 +360,29 @@ impl Config {
                     "write it as an absolute path, e.g. \"/v1/\"",
                 ));
             }
+            let masking = match (r.masking.as_ref().map(|m| *m.get_ref()), &masker) {
+                (Some(file::RouteMasking::Off), _) => None,
+                (Some(_), None) => {
+                    return Err(err(
+                        r.masking.as_ref().map_or(0..0, |m| m.span()),
+                        "this route asks for masking but no detectors are configured",
+                        "add a [masking] section (enabled = true), or set masking = \"off\"",
+                    ))
+                }
+                (Some(file::RouteMasking::Enforce), Some(_)) => Some(Mode::Enforce),
+                (Some(file::RouteMasking::Detect), Some(_)) => Some(Mode::Detect),
+                (None, Some((_, default))) => Some(*default),
+                (None, None) => None,
+            };
             routes.push(Route {
-                id: r.id.get_ref().clone(),
+                id: r.id.get_ref().as_str().into(),
                 host: HostMatch::parse(r.host.as_deref()),
                 path_prefix: r.path_prefix.get_ref().clone(),
                 upstream,
-                class: r.class.clone(),
+                class: r.class.as_str().into(),
+                masking,
+                mask_requests: r.mask_requests && masking.is_some(),
+                record_raw: r.record_raw,
             });
         }
         if routes.is_empty() {
@@ -361,6 +427,8 @@ impl Config {
             },
             upstreams,
             router: Router::new(routes),
+            masker: masker.map(|(m, _)| m),
+            recording,
         })
     }
 }

@@ -40,6 +40,21 @@ enum Event {
     End(Option<Fields>),
 }
 
+/// A stage that sees every body chunk on its way through, in order: masking rewrites it, the
+/// recorder tees it. What it returns is what gets forwarded.
+pub trait BodyStage {
+    fn chunk(&mut self, data: Bytes) -> Result<Bytes, Stop>;
+    /// The body ended (with these trailers): anything the stage still holds.
+    fn end(&mut self, trailers: Option<&Fields>) -> Result<Bytes, Stop>;
+}
+
+/// A stage ended the body early. `last` is still sent (e.g. an SSE error event), then the
+/// body is terminated properly and the connection closed.
+pub struct Stop {
+    pub last: Bytes,
+    pub error: Error,
+}
+
 /// Reads the body framed by `framing` from its source connection.
 struct BodyReader {
     framing: BodyFraming,
@@ -125,6 +140,7 @@ pub async fn transfer(
     dst: &mut Conn,
     to: BodyFraming,
     head: Bytes,
+    stage: &mut dyn BodyStage,
     t: &Transfer,
 ) -> Result<u64, Error> {
     let mut pending = Some(head);
@@ -134,30 +150,44 @@ pub async fn transfer(
     let mut reader = BodyReader::new(from, t.max_trailer_bytes);
     let mut moved = 0u64;
     loop {
-        let out = match reader.next(src, t).await? {
-            Event::Data(data) => {
-                moved += data.len() as u64;
-                if to == BodyFraming::Chunked {
-                    let mut framed = BytesMut::with_capacity(data.len() + 20);
-                    encode_chunk(&data, &mut framed);
-                    framed.freeze()
-                } else {
-                    data
-                }
-            }
-            Event::End(trailers) => {
-                let mut last = BytesMut::new();
-                if to == BodyFraming::Chunked {
-                    encode_last(trailers.as_ref(), &mut last);
-                }
-                if !last.is_empty() || pending.is_some() {
-                    write(dst, &mut pending, last.freeze(), t).await?;
-                }
-                return Ok(moved);
+        let (data, trailers) = match reader.next(src, t).await? {
+            Event::Data(data) => (stage.chunk(data), None),
+            Event::End(trailers) => (stage.end(trailers.as_ref()), Some(trailers)),
+        };
+        let data = match data {
+            Ok(data) => data,
+            // A stage with a last word (an SSE error event) ends the body properly after it;
+            // one without cuts the body short, so the client cannot take it for complete.
+            Err(stop) if stop.last.is_empty() => return Err(stop.error),
+            Err(stop) => {
+                let out = frame(stop.last, to, Some(None));
+                write(dst, &mut pending, out, t).await?;
+                return Err(stop.error);
             }
         };
-        write(dst, &mut pending, out, t).await?;
+        moved += data.len() as u64;
+        let end = trailers.is_some();
+        let out = frame(data, to, trailers);
+        if !out.is_empty() || (end && pending.is_some()) {
+            write(dst, &mut pending, out, t).await?;
+        }
+        if end {
+            return Ok(moved);
+        }
     }
+}
+
+/// Frames body bytes for the destination; `end` (with the trailers) appends the last chunk.
+fn frame(data: Bytes, to: BodyFraming, end: Option<Option<Fields>>) -> Bytes {
+    if to != BodyFraming::Chunked {
+        return data;
+    }
+    let mut framed = BytesMut::with_capacity(data.len() + 24);
+    encode_chunk(&data, &mut framed);
+    if let Some(trailers) = end {
+        encode_last(trailers.as_ref(), &mut framed);
+    }
+    framed.freeze()
 }
 
 /// Writes `data`, preceded by the pending head if it has not gone out yet.

@@ -11,10 +11,13 @@
 //! here, and [`rescue`] is the one place that turns it into a response.
 
 mod body;
+mod record;
 pub mod rescue;
+mod stages;
 
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -24,10 +27,13 @@ use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
 use crate::http::headers::{encode_request_head, encode_response_head, Forwarding};
 use crate::http::{parse_response, BodyFraming, RequestHead, ResponseHead};
+use crate::masking::Verdict;
 use crate::upstream::Pool;
 pub use body::Dir;
 use body::{transfer, Transfer};
 pub use rescue::rescue;
+use stages::Stages;
+pub use stages::{Recorder, Session};
 
 /// Longest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -39,8 +45,8 @@ pub struct RequestCtx {
     pub started: Instant,
     pub method: String,
     pub path: String,
-    pub route_id: Option<String>,
-    pub class: Option<String>,
+    pub route_id: Option<Arc<str>>,
+    pub class: Option<Arc<str>>,
     /// `group/address` of the endpoint that served the request.
     pub upstream: Option<String>,
     pub status: u16,
@@ -48,6 +54,16 @@ pub struct RequestCtx {
     pub bytes_out: u64,
     /// Time from the request head to the upstream's response head.
     pub ttfb: Option<Duration>,
+    /// Time from the request head to the request having been sent upstream.
+    pub request_sent: Option<Duration>,
+    pub connection_id: u64,
+    pub worker_id: u32,
+    /// A short reason for an abnormal end, for the recording.
+    pub error: Option<String>,
+    /// The exchange's recording, when the recorder is on.
+    pub session: Option<Session>,
+    /// What masking found in this exchange (request and response together).
+    pub masking: Option<Verdict>,
     /// The response head went to the client: errors can no longer become error responses.
     pub response_started: bool,
     /// The request body was read to its end (or there was none), so the connection can carry
@@ -61,6 +77,8 @@ pub struct RequestCtx {
 pub enum Outcome {
     Complete,
     Rejected,
+    /// Masking ended the response (a `block` detector, or a scan failure).
+    Blocked,
     ClientGone,
     UpstreamFailed,
 }
@@ -74,8 +92,10 @@ pub enum Next {
 
 /// The per-worker view of one config generation: the config and the pools built from it.
 pub struct Generation {
-    pub config: std::sync::Arc<Config>,
+    pub config: Arc<Config>,
     pub pools: Vec<Rc<Pool>>,
+    /// The worker's session recorder (kept across reloads), when recording is on.
+    pub recorder: Option<Rc<Recorder>>,
 }
 
 impl RequestCtx {
@@ -94,6 +114,12 @@ impl RequestCtx {
             bytes_in: 0,
             bytes_out: 0,
             ttfb: None,
+            request_sent: None,
+            connection_id: 0,
+            worker_id: 0,
+            error: None,
+            session: None,
+            masking: None,
             response_started: false,
             request_done: false,
             outcome: Outcome::Rejected,
@@ -112,6 +138,21 @@ impl RequestCtx {
     }
 }
 
+impl RequestCtx {
+    /// Adds a body's masking verdict to the exchange's.
+    fn note_verdict(&mut self, verdict: Option<&Verdict>) {
+        let Some(v) = verdict else { return };
+        let total = self.masking.get_or_insert_with(Verdict::default);
+        for (id, n) in &v.detections {
+            *total.detections.entry(Arc::clone(id)).or_insert(0) += n;
+        }
+        total.max_held_bytes = total.max_held_bytes.max(v.max_held_bytes);
+        total.max_hold = total.max_hold.max(v.max_hold);
+        total.blocked = total.blocked.take().or_else(|| v.blocked.clone());
+        total.error = total.error.take().or_else(|| v.error.clone());
+    }
+}
+
 /// Runs one request through the whole path and answers it, one way or another.
 pub async fn handle(
     ctx: &mut RequestCtx,
@@ -121,11 +162,13 @@ pub async fn handle(
     draining: bool,
 ) -> Next {
     let must_close = head.close || !head.http11 || draining;
-    match proxy(ctx, client, head, generation, must_close).await {
+    let next = match proxy(ctx, client, head, generation, must_close).await {
         Ok(()) if must_close => Next::Close,
         Ok(()) => Next::KeepAlive,
         Err(e) => rescue(ctx, client, e, &generation.config, must_close).await,
-    }
+    };
+    record::end(ctx);
+    next
 }
 
 async fn proxy(
@@ -138,13 +181,16 @@ async fn proxy(
     let config = &generation.config;
     let t = &config.timeouts;
 
-    // Route: deny by default.
-    let route = config
-        .router
-        .find(&head.host, &head.path)
-        .ok_or(Error::downstream(ErrorKind::NoRoute))?;
-    ctx.route_id = Some(route.id.clone());
-    ctx.class = Some(route.class.clone());
+    // Route: deny by default. The session starts before the verdict so refusals are recorded.
+    let route = config.router.find(&head.host, &head.path);
+    if let Some(route) = route {
+        ctx.route_id = Some(Arc::clone(&route.id));
+        ctx.class = Some(Arc::clone(&route.class));
+    }
+    record::start(ctx, head, generation.recorder.as_ref())?;
+    let route = route.ok_or(Error::downstream(ErrorKind::NoRoute))?;
+
+    // [authn ─▶ policy ─▶ approval: the stages of the identity and approval issues go here]
 
     // Upstream: choose an endpoint and connect (retries happen only here, before any byte).
     let pool = &generation.pools[route.upstream];
@@ -162,7 +208,14 @@ async fn proxy(
             .map_err(|e| Error::downstream(ErrorKind::ClientClosed(body::into_io(e))))?;
     }
 
-    // Request head and body, upstream.
+    // Request head and body, upstream; masked prompts change length, so they go chunked.
+    let masker = config.masker.as_ref();
+    let request_masking = masker.zip(route.masking).filter(|_| route.mask_requests);
+    let to_upstream = match head.framing {
+        BodyFraming::Empty => BodyFraming::Empty,
+        _ if Stages::rewrites(request_masking) => BodyFraming::Chunked,
+        f => f,
+    };
     let mut out = BytesMut::new();
     let client_ip = ctx.client_ip.to_string();
     let fwd = Forwarding {
@@ -170,32 +223,52 @@ async fn proxy(
         proto: "http",
         request_id: &ctx.request_id,
     };
-    encode_request_head(head, head.framing, &fwd, &mut out);
+    encode_request_head(head, to_upstream, &fwd, &mut out);
     let up = Transfer {
         dir: Dir::Request,
         read_idle: t.body_idle,
         write_limit: t.upstream_idle,
         max_trailer_bytes: config.limits.max_trailer_bytes,
     };
-    let request_head = out.freeze();
-    ctx.bytes_in += transfer(
+    let content_type = head.fields.get("content-type");
+    let mut stages = Stages::new(
+        Dir::Request,
+        request_masking,
+        content_type,
+        ctx.session.as_mut(),
+    );
+    let sent = transfer(
         client,
         head.framing,
         &mut upstream,
-        head.framing,
-        request_head,
+        to_upstream,
+        out.freeze(),
+        &mut stages,
         &up,
     )
-    .await?;
+    .await;
+    let verdict = stages.verdict().cloned();
+    drop(stages);
+    ctx.note_verdict(verdict.as_ref());
+    ctx.bytes_in += sent?;
     ctx.request_done = true;
+    ctx.request_sent = Some(ctx.started.elapsed());
 
     // Response head.
     let res = read_response_head(&mut upstream, head, t.upstream_first_byte).await?;
     ctx.ttfb = Some(ctx.started.elapsed());
     ctx.status = res.status;
+    record::response_head(ctx, &res)?;
+
     // HTTP/1.1 clients get open-ended bodies chunked (so the connection survives); HTTP/1.0
-    // clients cannot take chunked and get them delimited by close.
+    // clients cannot take chunked and get them delimited by close. A masked body's length is
+    // not known in advance, so it is open-ended too.
+    let response_masking = masker.zip(route.masking);
     let to_client = match res.framing {
+        BodyFraming::Length(_) if Stages::rewrites(response_masking) => BodyFraming::UntilClose,
+        f => f,
+    };
+    let to_client = match to_client {
         BodyFraming::Chunked | BodyFraming::UntilClose if head.http11 => BodyFraming::Chunked,
         BodyFraming::Chunked | BodyFraming::UntilClose => BodyFraming::UntilClose,
         f => f,
@@ -207,23 +280,34 @@ async fn proxy(
     // From here on the client may have seen the head: errors can only cut the response short.
     ctx.response_started = true;
 
-    // Response body, downstream.
+    // Response body, downstream: masked, recorded, forwarded chunk by chunk.
     let down = Transfer {
         dir: Dir::Response,
         read_idle: t.upstream_idle,
         write_limit: t.body_idle,
         max_trailer_bytes: config.limits.max_trailer_bytes,
     };
-    let response_head = out.freeze();
-    ctx.bytes_out += transfer(
+    let content_type = res.fields.get("content-type");
+    let mut stages = Stages::new(
+        Dir::Response,
+        response_masking,
+        content_type,
+        ctx.session.as_mut(),
+    );
+    let received = transfer(
         &mut upstream,
         res.framing,
         client,
         to_client,
-        response_head,
+        out.freeze(),
+        &mut stages,
         &down,
     )
-    .await?;
+    .await;
+    let verdict = stages.verdict().cloned();
+    drop(stages);
+    ctx.note_verdict(verdict.as_ref());
+    ctx.bytes_out += received?;
     if !res.close {
         pool.checkin(&lease, upstream);
     }

@@ -24,9 +24,11 @@ pub async fn rescue(
 ) -> Next {
     ctx.outcome = match (&err.side, &err.kind) {
         (_, ErrorKind::ClientClosed(_)) => Outcome::ClientGone,
+        (_, ErrorKind::Masking(_)) => Outcome::Blocked,
         (Side::Upstream, _) => Outcome::UpstreamFailed,
         _ => Outcome::Rejected,
     };
+    ctx.error = Some(err.to_string());
     if ctx.response_started {
         tracing::warn!(request_id = %ctx.request_id, error = %err, side = ?err.side, "response cut short");
         return Next::Close;

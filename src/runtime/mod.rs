@@ -23,7 +23,8 @@ use monoio::net::TcpListener;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::config::{Config, DriverChoice};
-use crate::pipeline::Generation;
+use crate::pipeline::{Generation, Recorder};
+use crate::recorder::SegmentWriter;
 use crate::upstream::Pool;
 pub use control::Control;
 pub use drain::Drain;
@@ -39,20 +40,39 @@ pub struct Worker {
     active: Cell<usize>,
     id_seed: u64,
     id_counter: Cell<u64>,
+    connections: Cell<u64>,
+    /// This worker's session recorder; kept across reloads (recording settings need a restart).
+    recorder: Option<Rc<Recorder>>,
 }
 
 impl Worker {
-    fn new(id: usize, config: Arc<Config>) -> Worker {
+    fn new(id: usize, config: Arc<Config>) -> std::io::Result<Worker> {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(id);
-        Worker {
+        let recorder = match &config.recording {
+            Some(rec) => Some(Rc::new(Recorder {
+                writer: RefCell::new(SegmentWriter::open(rec.writer.clone(), id as u32)?),
+                on_disk_error: rec.on_disk_error,
+            })),
+            None => None,
+        };
+        Ok(Worker {
             id,
-            generation: RefCell::new(Rc::new(generation(config))),
+            generation: RefCell::new(Rc::new(generation(config, recorder.clone()))),
             drain: Drain::default(),
             active: Cell::new(0),
             id_seed: h.finish(),
             id_counter: Cell::new(0),
-        }
+            connections: Cell::new(0),
+            recorder,
+        })
+    }
+
+    /// A connection id unique within this worker, for the recorder.
+    pub fn next_connection_id(&self) -> u64 {
+        let n = self.connections.get() + 1;
+        self.connections.set(n);
+        n
     }
 
     /// The config generation new requests run with.
@@ -83,9 +103,13 @@ impl Drop for ActiveGuard {
     }
 }
 
-fn generation(config: Arc<Config>) -> Generation {
+fn generation(config: Arc<Config>, recorder: Option<Rc<Recorder>>) -> Generation {
     let pools = config.upstreams.iter().map(Pool::new).collect();
-    Generation { config, pools }
+    Generation {
+        config,
+        pools,
+        recorder,
+    }
 }
 
 /// Binds the listeners, starts the workers and the control thread, and returns when every
@@ -178,9 +202,23 @@ fn run_worker(
                 return;
             }
         };
-        let worker = Rc::new(Worker::new(id, config));
+        let worker = match Worker::new(id, config) {
+            Ok(w) => Rc::new(w),
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "cannot open the session recorder");
+                std::process::exit(1);
+            }
+        };
+        if let Some(recorder) = &worker.recorder {
+            monoio::spawn(recorder_upkeep(Rc::clone(recorder)));
+        }
         accept_loop(&worker, listener, rx).await;
         drain(&worker).await;
+        if let Some(recorder) = &worker.recorder {
+            if let Err(e) = recorder.writer.borrow_mut().flush() {
+                tracing::error!(worker = id, error = %e, "final recording flush failed");
+            }
+        }
     });
 }
 
@@ -217,12 +255,34 @@ async fn control_task(worker: Rc<Worker>, rx: async_channel::Receiver<Control>) 
     loop {
         match rx.recv().await {
             Ok(Control::Reload(config, ack)) => {
-                *worker.generation.borrow_mut() = Rc::new(generation(config));
+                let next = generation(config, worker.recorder.clone());
+                *worker.generation.borrow_mut() = Rc::new(next);
                 let _ = ack.send(());
             }
             Ok(Control::Drain) | Err(_) => {
                 worker.drain.start();
                 return;
+            }
+        }
+    }
+}
+
+/// Time-driven recorder work: interval flushes, segment age rotation, fsync policy, retention.
+async fn recorder_upkeep(recorder: Rc<Recorder>) {
+    let mut last_retention = Instant::now();
+    loop {
+        monoio::time::sleep(Duration::from_millis(100)).await;
+        let mut writer = recorder.writer.borrow_mut();
+        if writer.is_failed() {
+            continue;
+        }
+        if let Err(e) = writer.maybe_flush(std::time::Instant::now()) {
+            tracing::error!(error = %e, "session recording failed");
+        }
+        if last_retention.elapsed() >= Duration::from_secs(60) {
+            last_retention = Instant::now();
+            if let Err(e) = writer.enforce_retention(std::time::SystemTime::now()) {
+                tracing::warn!(error = %e, "recording retention failed");
             }
         }
     }

@@ -1,0 +1,443 @@
+//! The streaming engine: text in, masked text out, holding back only what could still match.
+//!
+//! # One text, any chunking, the same output
+//! The output is defined on the whole text, so that it cannot depend on where chunks split:
+//! 1. Vectorscan reports every `(pattern, end)` of the text.
+//! 2. Each gets one start: a literal's is `end - len`; a regex's is the leftmost start of a
+//!    match ending there, found by a block-mode start-of-match scan of the detector's own
+//!    patterns over the window `[end - longest - 1, end + 1)` (one byte either side so `\b`
+//!    sees the same neighbours as in the stream). Validators (Luhn, IBAN, …) drop candidates.
+//! 3. **Overlaps**: walking left to right, take the candidate with the earliest start, then the
+//!    longest, then the detector listed first (built-ins in table order, then literal lists,
+//!    then regexes); drop every candidate that starts inside it; repeat after its end.
+//!
+//! Streaming, a candidate is taken once no unseen match could start at or before it: unseen
+//! matches end at or after the current offset, so they start no earlier than the hold point
+//! computed by [`super::hold`]. Bytes before the hold point and before every pending candidate
+//! go out immediately (never splitting a UTF-8 character); the rest waits for the next chunk.
+//!
+//! # Why starts are found this way (measured, see `bench/mask_bench.rs`)
+//! Streaming start-of-match (`HS_FLAG_SOM_LEFTMOST` + `HS_MODE_SOM_HORIZON_LARGE`) makes
+//! vectorscan track a start for every partial match of every regex in every byte: on this
+//! machine the built-ins + 1000 literals ran at about a quarter of the plain streaming speed
+//! (English text, 4 KiB chunks; the bench prints both). Finding starts afterwards costs one tiny
+//! block scan per *match*, which is nothing on real output where matches are rare.
+//!
+//! # Spans
+//! A span detector's match opens a region that is replaced as it streams (`[REDACTED:x]` once,
+//! or one `*` per character) until its end marker or the first byte outside its class, so a
+//! 3 KiB PEM key needs no hold. Candidates starting inside the region are dropped.
+//!
+//! # Failing closed
+//! After an error the engine is poisoned and returns [`MaskError::Poisoned`]; text it has not
+//! released is never released.
+
+use std::cmp::Reverse;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::compile::{Masker, PatternKind, Span};
+use super::config::Action;
+use super::{action, vs, MaskError, Mode, Verdict};
+
+/// The masking state of one text stream (one SSE choice, one JSON string, one plain body).
+#[derive(Debug)]
+pub struct Engine {
+    masker: Arc<Masker>,
+    stream: vs::Stream,
+    detect: bool,
+    /// Text from stream offset `base` to `offset`: one byte of context, then the held tail.
+    buf: Vec<u8>,
+    base: u64,
+    /// Everything before this offset has been emitted.
+    released: u64,
+    /// Bytes fed so far.
+    offset: u64,
+    cands: Vec<Cand>,
+    /// End offsets of span end markers seen, with their detector.
+    span_ends: Vec<(u32, u64)>,
+    span: Option<OpenSpan>,
+    /// Matches reported by the current scan call, before starts are found.
+    raw: Vec<(u32, u64)>,
+    /// End offset and arrival time of each fed piece with unreleased bytes.
+    arrivals: VecDeque<(u64, Instant)>,
+    failed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cand {
+    start: u64,
+    end: u64,
+    det: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenSpan {
+    det: u32,
+    trigger_end: u64,
+}
+
+// === impl Engine ===
+
+impl Engine {
+    pub(crate) fn new(masker: &Arc<Masker>, mode: Mode) -> Result<Engine, MaskError> {
+        let stream = vs::Stream::open(&masker.stream_db).map_err(|e| MaskError::Scan(e.message))?;
+        Ok(Engine {
+            masker: Arc::clone(masker),
+            stream,
+            detect: mode == Mode::Detect,
+            buf: Vec::new(),
+            base: 0,
+            released: 0,
+            offset: 0,
+            cands: Vec::new(),
+            span_ends: Vec::new(),
+            span: None,
+            raw: Vec::new(),
+            arrivals: VecDeque::new(),
+            failed: false,
+        })
+    }
+
+    /// Feeds the next piece of text and appends whatever is now safe to `out`. In detect mode
+    /// `text` itself is appended at once and matches are only counted.
+    pub fn feed(
+        &mut self,
+        text: &[u8],
+        now: Instant,
+        out: &mut Vec<u8>,
+        verdict: &mut Verdict,
+    ) -> Result<(), MaskError> {
+        if self.failed {
+            return Err(MaskError::Poisoned);
+        }
+        if self.detect {
+            out.extend_from_slice(text);
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.buf.extend_from_slice(text);
+        self.offset += text.len() as u64;
+        self.arrivals.push_back((self.offset, now));
+        let raw = &mut self.raw;
+        let scanned = self.stream.scan(text, |id, _from, to| raw.push((id, to)));
+        self.step(scanned, false, now, out, verdict)
+    }
+
+    /// Ends the text: flushes everything (masked) into `out`, then resets the engine so it can
+    /// take the next text.
+    pub fn finish(
+        &mut self,
+        now: Instant,
+        out: &mut Vec<u8>,
+        verdict: &mut Verdict,
+    ) -> Result<(), MaskError> {
+        if self.failed {
+            return Err(MaskError::Poisoned);
+        }
+        let raw = &mut self.raw;
+        let scanned = self.stream.finish(|id, _from, to| raw.push((id, to)));
+        self.step(scanned, true, now, out, verdict)?;
+        self.buf.clear();
+        self.base = 0;
+        self.released = 0;
+        self.offset = 0;
+        self.cands.clear();
+        self.span_ends.clear();
+        self.span = None;
+        self.arrivals.clear();
+        Ok(())
+    }
+
+    /// Bytes currently held back.
+    pub fn held(&self) -> usize {
+        usize::try_from(self.offset - self.released).unwrap_or(usize::MAX)
+    }
+
+    fn step(
+        &mut self,
+        scanned: Result<(), vs::VsError>,
+        last: bool,
+        now: Instant,
+        out: &mut Vec<u8>,
+        verdict: &mut Verdict,
+    ) -> Result<(), MaskError> {
+        let result = scanned
+            .map_err(|e| MaskError::Scan(e.message))
+            .and_then(|()| self.collect())
+            .and_then(|()| self.advance(last, now, out, verdict));
+        if let Err(err) = &result {
+            self.failed = true;
+            verdict.note_error(err);
+        }
+        result
+    }
+
+    /// Turns reported match ends into validated candidates.
+    fn collect(&mut self) -> Result<(), MaskError> {
+        let mut raw = std::mem::take(&mut self.raw);
+        for &(id, end) in &raw {
+            let Some(&kind) = usize::try_from(id)
+                .ok()
+                .and_then(|i| self.masker.patterns.get(i))
+            else {
+                continue;
+            };
+            let (det, start) = match kind {
+                PatternKind::SpanEnd { det } => {
+                    self.span_ends.push((det, end));
+                    continue;
+                }
+                PatternKind::Literal { det, len } => (det, end.saturating_sub(u64::from(len))),
+                PatternKind::Regex { det } if det == u32::MAX => continue,
+                PatternKind::Regex { det } => (det, self.find_start(det, end)?),
+            };
+            // A start before `released` lies inside a match already taken (or a span): by the
+            // overlap rule the candidate is void, exactly as it would be in the whole text.
+            if start < self.released || start >= end {
+                continue;
+            }
+            let detector = &self.masker.detectors[det as usize];
+            if let Some(valid) = detector.validator {
+                if !valid(self.slice(start, end)) {
+                    continue;
+                }
+            }
+            self.cands.push(Cand { start, end, det });
+        }
+        raw.clear();
+        self.raw = raw;
+        Ok(())
+    }
+
+    /// The leftmost start of a match of detector `det` ending at `end` (see `StartFinder`).
+    fn find_start(&self, det: u32, end: u64) -> Result<u64, MaskError> {
+        let detector = &self.masker.detectors[det as usize];
+        let floor = end
+            .saturating_sub(detector.max_width as u64)
+            .max(self.released);
+        let Some(finder) = &detector.starts else {
+            return Ok(floor);
+        };
+        // Every byte of the match is in `anywhere`: the start is after the last one that is not.
+        let mut lowest = end;
+        while lowest > floor
+            && self
+                .byte(lowest - 1)
+                .is_some_and(|b| finder.anywhere.contains(b))
+        {
+            lowest -= 1;
+        }
+        let hi = self.offset.min(end + 1);
+        for start in lowest..end {
+            if !self.byte(start).is_some_and(|b| finder.first.contains(b)) {
+                continue;
+            }
+            let (db, from) = if start == 0 {
+                (&finder.at_text_start, 0)
+            } else {
+                (&finder.with_context, start - 1)
+            };
+            let target = end - from;
+            let mut found = false;
+            db.scan_block(self.slice(from, hi), |_, _, to| found |= to == target)
+                .map_err(|e| MaskError::Scan(e.message))?;
+            if found {
+                return Ok(start);
+            }
+        }
+        // No start found would be a vectorscan inconsistency: mask the widest possible match.
+        Ok(floor)
+    }
+
+    fn byte(&self, at: u64) -> Option<u8> {
+        self.slice(at, at + 1).first().copied()
+    }
+
+    /// Commits what can be committed and releases what is safe.
+    fn advance(
+        &mut self,
+        last: bool,
+        now: Instant,
+        out: &mut Vec<u8>,
+        verdict: &mut Verdict,
+    ) -> Result<(), MaskError> {
+        let before = self.released;
+        if self.run_span(last, out) {
+            let hold_point = if last {
+                self.offset
+            } else {
+                let tail = self.slice(self.released, self.offset);
+                self.offset - self.masker.hold.hold_len(tail) as u64
+            };
+            let mut cands = std::mem::take(&mut self.cands);
+            cands.sort_unstable_by_key(|c| (c.start, Reverse(c.end), c.det));
+            let mut open_span = false;
+            for c in &cands {
+                if c.start < self.released {
+                    continue;
+                }
+                if c.start >= hold_point {
+                    break;
+                }
+                self.select(*c, out, verdict)?;
+                if self.span.is_some() && !self.run_span(last, out) {
+                    open_span = true;
+                    break;
+                }
+            }
+            let released = self.released;
+            cands.retain(|c| c.start >= released);
+            self.cands = cands;
+            if !open_span {
+                let mut to = hold_point.clamp(self.released, self.offset);
+                // Never split a UTF-8 character: formats put this text into JSON strings.
+                while to > self.released
+                    && self
+                        .slice(to, to + 1)
+                        .first()
+                        .is_some_and(|b| b & 0xC0 == 0x80)
+                {
+                    to -= 1;
+                }
+                self.emit_raw(to, out);
+            }
+        }
+        self.account(before, last, now, verdict)?;
+        let keep_from = self.released.saturating_sub(1).max(self.base);
+        self.buf.drain(..(keep_from - self.base) as usize);
+        self.base = keep_from;
+        let released = self.released;
+        self.span_ends.retain(|&(_, end)| end > released);
+        Ok(())
+    }
+
+    /// Applies the action of candidate `c` (all of whose bytes are buffered).
+    fn select(
+        &mut self,
+        c: Cand,
+        out: &mut Vec<u8>,
+        verdict: &mut Verdict,
+    ) -> Result<(), MaskError> {
+        let masker = Arc::clone(&self.masker);
+        let detector = &masker.detectors[c.det as usize];
+        verdict.count(&detector.id);
+        if detector.action == Action::Block && !self.detect {
+            return Err(MaskError::Blocked {
+                detector: Arc::clone(&detector.id),
+                category: Arc::clone(&detector.category),
+            });
+        }
+        self.emit_raw(c.start, out);
+        if !self.detect {
+            let value = self.slice(c.start, c.end);
+            match (detector.span, detector.action) {
+                (Some(_), Action::Mask) => action::stars(action::chars(value), out),
+                (Some(_), _) => {
+                    action::render(Action::Redact, &detector.category, value, None, out)
+                }
+                (None, act) => action::render(
+                    act,
+                    &detector.category,
+                    value,
+                    masker.hash_key.as_ref(),
+                    out,
+                ),
+            }
+        }
+        self.released = c.end;
+        if detector.span.is_some() {
+            self.span = Some(OpenSpan {
+                det: c.det,
+                trigger_end: c.end,
+            });
+        }
+        Ok(())
+    }
+
+    /// Extends an open span over the new text. True when no span is open afterwards.
+    fn run_span(&mut self, last: bool, out: &mut Vec<u8>) -> bool {
+        let Some(span) = self.span else { return true };
+        let detector = &self.masker.detectors[span.det as usize];
+        let close = match detector.span {
+            Some(Span::Marker) => self
+                .span_ends
+                .iter()
+                .filter(|&&(det, end)| det == span.det && end > span.trigger_end)
+                .map(|&(_, end)| end)
+                .min(),
+            Some(Span::WhileIn(class)) => self
+                .slice(self.released, self.offset)
+                .iter()
+                .position(|&b| !class.contains(b))
+                .map(|p| self.released + p as u64),
+            None => Some(self.released),
+        };
+        let (end, closed) = match close {
+            Some(end) => (end.clamp(self.released, self.offset), true),
+            None => (self.offset, last),
+        };
+        if !self.detect && detector.action == Action::Mask {
+            action::stars(action::chars(self.slice(self.released, end)), out);
+        }
+        self.released = end;
+        if closed {
+            self.span = None;
+        }
+        closed
+    }
+
+    fn emit_raw(&mut self, to: u64, out: &mut Vec<u8>) {
+        if to <= self.released {
+            return;
+        }
+        if !self.detect {
+            out.extend_from_slice(self.slice(self.released, to));
+        }
+        self.released = to;
+    }
+
+    /// Hold statistics and the fail-closed cap check.
+    fn account(
+        &mut self,
+        before: u64,
+        last: bool,
+        now: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<(), MaskError> {
+        if self.detect {
+            return Ok(());
+        }
+        let held = self.held();
+        verdict.max_held_bytes = verdict.max_held_bytes.max(held);
+        if self.released > before {
+            if let Some(&(_, arrived)) = self.arrivals.front() {
+                verdict.max_hold = verdict.max_hold.max(now.saturating_duration_since(arrived));
+            }
+            while self
+                .arrivals
+                .front()
+                .is_some_and(|&(end, _)| end <= self.released)
+            {
+                self.arrivals.pop_front();
+            }
+        }
+        // Slack of 3: the release point may step back over a partial UTF-8 character.
+        if !last && held > self.masker.max_hold_bytes + 3 {
+            return Err(MaskError::HoldExceeded {
+                held,
+                cap: self.masker.max_hold_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Buffered bytes `[from, to)` in stream offsets (callers stay within the buffer).
+    fn slice(&self, from: u64, to: u64) -> &[u8] {
+        let lo = (from.saturating_sub(self.base) as usize).min(self.buf.len());
+        let hi = (to.saturating_sub(self.base) as usize).clamp(lo, self.buf.len());
+        &self.buf[lo..hi]
+    }
+}

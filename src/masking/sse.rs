@@ -1,0 +1,268 @@
+//! `text/event-stream` bodies: events parsed across arbitrary chunk splits, text fields
+//! masked per stream ([`super::sse_shapes`]), everything else byte-identical and in order.
+//!
+//! An event is complete at its blank line (`\n`, `\r\n` or `\r` line ends, as the SSE spec
+//! allows). Events without `data:`, comments, `[DONE]` and JSON events carrying no text pass
+//! through exactly as received. A rewritten event keeps its other lines (`id:`, `event:`, …) in
+//! place and gets a single `data:` line. Before `[DONE]` (and at the end of the body) streams
+//! still holding text are flushed into synthesized events. On a block or scan error the filter
+//! writes an `event: error` event and fails; nothing more is emitted.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::filter::BodyFilter;
+use super::sse_shapes::{Outcome, Shapes, Synth};
+use super::{MaskError, Masker, Mode, Verdict};
+
+pub(crate) struct SseFilter {
+    shapes: Shapes,
+    /// Bytes of the event being received.
+    pending: Vec<u8>,
+    /// How far `pending` has been searched for the blank line, and where its current line starts.
+    searched: usize,
+    line_start: usize,
+    verdict: Verdict,
+    failed: bool,
+}
+
+// === impl SseFilter ===
+
+impl SseFilter {
+    pub(crate) fn new(masker: &Arc<Masker>, mode: Mode) -> SseFilter {
+        SseFilter {
+            shapes: Shapes::new(masker, mode),
+            pending: Vec::new(),
+            searched: 0,
+            line_start: 0,
+            verdict: Verdict::default(),
+            failed: false,
+        }
+    }
+
+    /// Length of the first complete event in `pending`, if there is one.
+    fn complete_event(&mut self) -> Option<usize> {
+        let buf = &self.pending;
+        let mut i = self.searched;
+        while i < buf.len() {
+            let term = match buf[i] {
+                b'\n' => 1,
+                b'\r' if i + 1 < buf.len() => 1 + usize::from(buf[i + 1] == b'\n'),
+                // A trailing `\r` may be the first half of `\r\n`: wait for the next byte.
+                b'\r' => break,
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            let empty = i == self.line_start;
+            i += term;
+            self.line_start = i;
+            if empty {
+                self.searched = 0;
+                self.line_start = 0;
+                return Some(i);
+            }
+        }
+        self.searched = i;
+        None
+    }
+
+    fn process(&mut self, event: &[u8], now: Instant, out: &mut BytesMut) -> Result<(), MaskError> {
+        let lines = split_lines(event);
+        let mut data: Option<String> = None;
+        let mut name = None;
+        for (line, _) in &lines {
+            let (field, value) = field(line);
+            match field {
+                b"data" => {
+                    let value = String::from_utf8_lossy(value);
+                    match &mut data {
+                        Some(d) => {
+                            d.push('\n');
+                            d.push_str(&value);
+                        }
+                        None => data = Some(value.into_owned()),
+                    }
+                }
+                b"event" => name = Some(String::from_utf8_lossy(value).into_owned()),
+                _ => {}
+            }
+        }
+        let Some(data) = data else {
+            out.extend_from_slice(event);
+            return Ok(());
+        };
+        let eol: &[u8] = lines.first().map_or(b"\n", |(_, eol)| eol);
+        if data.trim() == "[DONE]" {
+            let synths = self.shapes.finish_all(now, &mut self.verdict)?;
+            write_synths(&synths, eol, out);
+            out.extend_from_slice(event);
+            return Ok(());
+        }
+        match self
+            .shapes
+            .event(name.as_deref(), &data, now, &mut self.verdict)?
+        {
+            Outcome::Pass => out.extend_from_slice(event),
+            Outcome::Rewrite { before, data } => {
+                write_synths(&before, eol, out);
+                match data {
+                    Some(data) => write_rewritten(&lines, &data, out),
+                    None => out.extend_from_slice(event),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, data: &[u8], end: bool, out: &mut BytesMut) -> Result<(), MaskError> {
+        let now = Instant::now();
+        self.pending.extend_from_slice(data);
+        while let Some(len) = self.complete_event() {
+            let event: Vec<u8> = self.pending.drain(..len).collect();
+            self.process(&event, now, out)?;
+        }
+        if end {
+            if !self.pending.is_empty() {
+                // An unterminated last event: processed as if complete, so its text is masked.
+                let event = std::mem::take(&mut self.pending);
+                self.process(&event, now, out)?;
+            }
+            let synths = self.shapes.finish_all(now, &mut self.verdict)?;
+            write_synths(&synths, b"\n", out);
+        }
+        Ok(())
+    }
+
+    fn guarded(&mut self, data: &[u8], end: bool, out: &mut BytesMut) -> Result<(), MaskError> {
+        if self.failed {
+            return Err(MaskError::Poisoned);
+        }
+        let result = self.run(data, end, out);
+        if let Err(err) = &result {
+            self.failed = true;
+            self.verdict.note_error(err);
+            write_error(err, out);
+        }
+        result
+    }
+}
+
+impl BodyFilter for SseFilter {
+    fn on_chunk(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), MaskError> {
+        self.guarded(data, false, out)
+    }
+
+    fn on_end(&mut self, out: &mut BytesMut) -> Result<(), MaskError> {
+        self.guarded(&[], true, out)
+    }
+
+    fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+}
+
+/// Lines of an event with their line ends (the blank line included, as an empty line).
+fn split_lines(event: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut lines = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < event.len() {
+        let term = match event[i] {
+            b'\n' => 1,
+            b'\r' => 1 + usize::from(event.get(i + 1) == Some(&b'\n')),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        lines.push((&event[start..i], &event[i..i + term]));
+        i += term;
+        start = i;
+    }
+    if start < event.len() {
+        lines.push((&event[start..], &b""[..]));
+    }
+    lines
+}
+
+/// `name: value` → (name, value without the one optional leading space).
+fn field(line: &[u8]) -> (&[u8], &[u8]) {
+    match line.iter().position(|&b| b == b':') {
+        Some(colon) => {
+            let value = &line[colon + 1..];
+            (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+        }
+        None => (line, &[]),
+    }
+}
+
+fn write_rewritten(lines: &[(&[u8], &[u8])], data: &str, out: &mut BytesMut) {
+    let mut wrote_data = false;
+    for (line, eol) in lines {
+        if field(line).0 == b"data" && !line.is_empty() {
+            if !wrote_data {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(data.as_bytes());
+                out.extend_from_slice(eol);
+                wrote_data = true;
+            }
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.extend_from_slice(eol);
+    }
+}
+
+fn write_synths(synths: &[Synth], eol: &[u8], out: &mut BytesMut) {
+    for synth in synths {
+        if let Some(name) = &synth.event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(eol);
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(synth.data.as_bytes());
+        out.extend_from_slice(eol);
+        out.extend_from_slice(eol);
+    }
+}
+
+/// The terminal event of a failed stream.
+fn write_error(err: &MaskError, out: &mut BytesMut) {
+    let kind = match err {
+        MaskError::Blocked { .. } => "blocked",
+        _ => "masking_error",
+    };
+    let body = serde_json::json!({"error": {"type": kind, "message": err.to_string()}});
+    out.extend_from_slice(b"event: error\ndata: ");
+    out.extend_from_slice(body.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_keep_their_own_line_ends() {
+        let lines = split_lines(b"id: 1\r\ndata: x\n\r\n");
+        assert_eq!(
+            lines,
+            vec![
+                (&b"id: 1"[..], &b"\r\n"[..]),
+                (&b"data: x"[..], &b"\n"[..]),
+                (&b""[..], &b"\r\n"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn fields_lose_one_leading_space_only() {
+        assert_eq!(field(b"data:  x"), (&b"data"[..], &b" x"[..]));
+        assert_eq!(field(b": comment"), (&b""[..], &b"comment"[..]));
+    }
+}

@@ -1,0 +1,456 @@
+//! Which JSON fields of an SSE event carry text, and which events end a text.
+//!
+//! | server / endpoint            | text field (one stream per key)                 | ends at                 |
+//! |------------------------------|-------------------------------------------------|-------------------------|
+//! | `/v1/chat/completions`       | `choices[i].delta.content`, `.reasoning_content`, `.tool_calls[k].function.arguments` | `finish_reason` set |
+//! | `/v1/completions`            | `choices[i].text`                               | `finish_reason` set     |
+//! | `/v1/responses`              | `delta` of `*.delta` events, per item + part    | the matching `*.done`   |
+//! | TGI                          | `token.text`                                    | `generated_text`/`details` set |
+//! | llama.cpp                    | `content`                                       | `stop: true`            |
+//!
+//! Every stream key has its own [`Engine`], so text is scanned across events per choice. Text
+//! still held when a stream ends goes into the ending event if that event carries text for the
+//! stream, otherwise into a synthesized event placed just before it (built from the last event
+//! that carried the stream's text; for `/v1/responses` it repeats that event's
+//! `sequence_number`). Any other JSON event has each string value masked on its own (the
+//! `*.done` events' full texts, `response.completed`, TGI's `generated_text`): identical bytes
+//! when nothing matches.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Map, Value};
+
+use super::{Engine, MaskError, Masker, Mode, Verdict};
+
+/// The streams of one SSE response.
+pub(crate) struct Shapes {
+    masker: Arc<Masker>,
+    mode: Mode,
+    streams: Vec<TextStream>,
+    /// For strings masked on their own.
+    single: Option<Engine>,
+    out: Vec<u8>,
+}
+
+struct TextStream {
+    key: Key,
+    engine: Engine,
+    template: Option<Rc<Value>>,
+    event_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    Choice {
+        index: u64,
+        field: Field,
+    },
+    Responses {
+        kind: String,
+        item: String,
+        part: u64,
+    },
+    Tgi,
+    Llama,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Content,
+    Reasoning,
+    Tool(u64),
+    Text,
+}
+
+/// Where a text field sits in the event, to write the masked text back.
+#[derive(Debug, Clone, Copy)]
+enum Loc {
+    Choice {
+        pos: usize,
+        field: Field,
+        call: usize,
+    },
+    Delta,
+    TgiToken,
+    Content,
+}
+
+/// An event to insert before the current one.
+pub(crate) struct Synth {
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// What to do with one event.
+pub(crate) enum Outcome {
+    Pass,
+    Rewrite {
+        before: Vec<Synth>,
+        data: Option<String>,
+    },
+}
+
+// === impl Shapes ===
+
+impl Shapes {
+    pub(crate) fn new(masker: &Arc<Masker>, mode: Mode) -> Shapes {
+        Shapes {
+            masker: Arc::clone(masker),
+            mode,
+            streams: Vec::new(),
+            single: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// Handles one event's `data` (and `event:` name).
+    pub(crate) fn event(
+        &mut self,
+        name: Option<&str>,
+        data: &str,
+        now: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<Outcome, MaskError> {
+        let Ok(mut event) = serde_json::from_str::<Value>(data) else {
+            // Not JSON: mask the data as one text of its own.
+            let masked = self.mask_single(data, now, verdict)?;
+            return Ok(if masked == data {
+                Outcome::Pass
+            } else {
+                Outcome::Rewrite {
+                    before: Vec::new(),
+                    data: Some(masked),
+                }
+            });
+        };
+        let (items, ends) = extract(&event);
+        if items.is_empty() && ends.is_empty() {
+            let changed = self.mask_all_strings(&mut event, now, verdict)?;
+            return Ok(if changed {
+                Outcome::Rewrite {
+                    before: Vec::new(),
+                    data: Some(event.to_string()),
+                }
+            } else {
+                Outcome::Pass
+            });
+        }
+        let snapshot = (!items.is_empty()).then(|| Rc::new(event.clone()));
+        let mut texts = Vec::with_capacity(items.len());
+        for (key, loc, text) in items {
+            let i = self.stream(&key, now, verdict)?;
+            let stream = &mut self.streams[i];
+            self.out.clear();
+            stream
+                .engine
+                .feed(text.as_bytes(), now, &mut self.out, verdict)?;
+            stream.template = snapshot.clone();
+            stream.event_name = name.map(str::to_string);
+            texts.push((key, loc, String::from_utf8_lossy(&self.out).into_owned()));
+        }
+        let mut before = Vec::new();
+        let mut i = 0;
+        while i < self.streams.len() {
+            if !ends.iter().any(|end| end.ends(&self.streams[i].key)) {
+                i += 1;
+                continue;
+            }
+            let mut stream = self.streams.remove(i);
+            let tail = flush(&mut stream, now, verdict, &mut self.out)?;
+            if tail.is_empty() {
+                continue;
+            }
+            match texts.iter_mut().find(|(key, _, _)| *key == stream.key) {
+                Some((_, _, text)) => text.push_str(&tail),
+                None => before.extend(synthesize(&stream, &tail)),
+            }
+        }
+        for (_, loc, text) in texts {
+            set_text(&mut event, loc, text);
+        }
+        if ends.iter().any(|e| matches!(e, End::Responses(..))) {
+            // `*.done` carries the full text again: masked on its own, same result.
+            self.mask_all_strings(&mut event, now, verdict)?;
+        }
+        Ok(Outcome::Rewrite {
+            before,
+            data: Some(event.to_string()),
+        })
+    }
+
+    /// Ends every open stream (`[DONE]` or end of body); returns the events carrying what was held.
+    pub(crate) fn finish_all(
+        &mut self,
+        now: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<Vec<Synth>, MaskError> {
+        let mut synths = Vec::new();
+        for mut stream in std::mem::take(&mut self.streams) {
+            let tail = flush(&mut stream, now, verdict, &mut self.out)?;
+            if !tail.is_empty() {
+                synths.extend(synthesize(&stream, &tail));
+            }
+        }
+        Ok(synths)
+    }
+
+    fn stream(
+        &mut self,
+        key: &Key,
+        _now: Instant,
+        _verdict: &mut Verdict,
+    ) -> Result<usize, MaskError> {
+        if let Some(i) = self.streams.iter().position(|s| s.key == *key) {
+            return Ok(i);
+        }
+        let engine = self.masker.engine(self.mode)?;
+        self.streams.push(TextStream {
+            key: key.clone(),
+            engine,
+            template: None,
+            event_name: None,
+        });
+        Ok(self.streams.len() - 1)
+    }
+
+    fn mask_single(
+        &mut self,
+        text: &str,
+        now: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<String, MaskError> {
+        let engine = match self.single.take() {
+            Some(engine) => engine,
+            None => self.masker.engine(self.mode)?,
+        };
+        let engine = self.single.insert(engine);
+        self.out.clear();
+        engine.feed(text.as_bytes(), now, &mut self.out, verdict)?;
+        engine.finish(now, &mut self.out, verdict)?;
+        Ok(String::from_utf8_lossy(&self.out).into_owned())
+    }
+
+    /// Masks every string value (not keys) on its own; true if any changed.
+    fn mask_all_strings(
+        &mut self,
+        value: &mut Value,
+        now: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<bool, MaskError> {
+        match value {
+            Value::String(s) => {
+                let masked = self.mask_single(s, now, verdict)?;
+                let changed = masked != *s;
+                *s = masked;
+                Ok(changed)
+            }
+            Value::Array(items) => items.iter_mut().try_fold(false, |acc, v| {
+                Ok(self.mask_all_strings(v, now, verdict)? | acc)
+            }),
+            Value::Object(map) => map.values_mut().try_fold(false, |acc, v| {
+                Ok(self.mask_all_strings(v, now, verdict)? | acc)
+            }),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// What an event ends.
+enum End {
+    Choice(u64),
+    Responses(String, String, u64),
+    Tgi,
+    Llama,
+}
+
+impl End {
+    fn ends(&self, key: &Key) -> bool {
+        match (self, key) {
+            (End::Choice(i), Key::Choice { index, .. }) => i == index,
+            (End::Responses(k, it, p), Key::Responses { kind, item, part }) => {
+                k == kind && it == item && p == part
+            }
+            (End::Tgi, Key::Tgi) | (End::Llama, Key::Llama) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The text fields of an event and the streams it ends.
+fn extract(event: &Value) -> (Vec<(Key, Loc, String)>, Vec<End>) {
+    let mut items = Vec::new();
+    let mut ends = Vec::new();
+    let Value::Object(obj) = event else {
+        return (items, ends);
+    };
+    let mut text = |key: Key, loc: Loc, v: Option<&Value>| {
+        if let Some(Value::String(s)) = v {
+            items.push((key, loc, s.clone()));
+        }
+    };
+    if let Some(Value::Array(choices)) = obj.get("choices") {
+        for (pos, choice) in choices.iter().enumerate() {
+            let index = choice
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(pos as u64);
+            if let Some(delta) = choice.get("delta") {
+                for (field, name) in [
+                    (Field::Content, "content"),
+                    (Field::Reasoning, "reasoning_content"),
+                ] {
+                    text(
+                        Key::Choice { index, field },
+                        Loc::Choice {
+                            pos,
+                            field,
+                            call: 0,
+                        },
+                        delta.get(name),
+                    );
+                }
+                if let Some(Value::Array(calls)) = delta.get("tool_calls") {
+                    for (call, c) in calls.iter().enumerate() {
+                        let field = Field::Tool(
+                            c.get("index")
+                                .and_then(Value::as_u64)
+                                .unwrap_or(call as u64),
+                        );
+                        let args = c.get("function").and_then(|f| f.get("arguments"));
+                        text(
+                            Key::Choice { index, field },
+                            Loc::Choice { pos, field, call },
+                            args,
+                        );
+                    }
+                }
+            }
+            text(
+                Key::Choice {
+                    index,
+                    field: Field::Text,
+                },
+                Loc::Choice {
+                    pos,
+                    field: Field::Text,
+                    call: 0,
+                },
+                choice.get("text"),
+            );
+            if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                ends.push(End::Choice(index));
+            }
+        }
+    } else if let Some(kind) = obj.get("type").and_then(Value::as_str) {
+        let item = obj
+            .get("item_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                obj.get("output_index")
+                    .map(Value::to_string)
+                    .unwrap_or_default()
+            });
+        let part = obj
+            .get("content_index")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if let Some(kind) = kind.strip_suffix(".delta") {
+            text(
+                Key::Responses {
+                    kind: kind.to_string(),
+                    item,
+                    part,
+                },
+                Loc::Delta,
+                obj.get("delta"),
+            );
+        } else if let Some(kind) = kind.strip_suffix(".done") {
+            ends.push(End::Responses(kind.to_string(), item, part));
+        }
+    } else if let Some(token) = obj.get("token") {
+        text(Key::Tgi, Loc::TgiToken, token.get("text"));
+        let set = |k: &str| obj.get(k).is_some_and(|v| !v.is_null());
+        if set("generated_text") || set("details") {
+            ends.push(End::Tgi);
+        }
+    } else if obj.contains_key("content") {
+        text(Key::Llama, Loc::Content, obj.get("content"));
+        if obj.get("stop").and_then(Value::as_bool) == Some(true) {
+            ends.push(End::Llama);
+        }
+    }
+    (items, ends)
+}
+
+fn set_text(event: &mut Value, loc: Loc, text: String) {
+    let slot = match loc {
+        Loc::Choice { pos, field, call } => {
+            let choice = &mut event["choices"][pos];
+            match field {
+                Field::Content => &mut choice["delta"]["content"],
+                Field::Reasoning => &mut choice["delta"]["reasoning_content"],
+                Field::Tool(_) => &mut choice["delta"]["tool_calls"][call]["function"]["arguments"],
+                Field::Text => &mut choice["text"],
+            }
+        }
+        Loc::Delta => &mut event["delta"],
+        Loc::TgiToken => &mut event["token"]["text"],
+        Loc::Content => &mut event["content"],
+    };
+    *slot = Value::String(text);
+}
+
+fn flush(
+    stream: &mut TextStream,
+    now: Instant,
+    verdict: &mut Verdict,
+    out: &mut Vec<u8>,
+) -> Result<String, MaskError> {
+    out.clear();
+    stream.engine.finish(now, out, verdict)?;
+    Ok(String::from_utf8_lossy(out).into_owned())
+}
+
+/// An event carrying `text` for `stream`, shaped like the last event that carried its text.
+fn synthesize(stream: &TextStream, text: &str) -> Option<Synth> {
+    let template = stream.template.as_deref()?;
+    let mut event = template.clone();
+    match stream.key {
+        Key::Choice { index, field } => {
+            let choice = match field {
+                Field::Content => {
+                    json!({"index": index, "delta": {"content": text}, "finish_reason": null})
+                }
+                Field::Reasoning => {
+                    json!({"index": index, "delta": {"reasoning_content": text}, "finish_reason": null})
+                }
+                Field::Tool(k) => {
+                    json!({"index": index, "delta": {"tool_calls": [{"index": k, "function": {"arguments": text}}]}, "finish_reason": null})
+                }
+                Field::Text => {
+                    json!({"index": index, "text": text, "logprobs": null, "finish_reason": null})
+                }
+            };
+            let obj: &mut Map<String, Value> = event.as_object_mut()?;
+            obj.insert("choices".into(), Value::Array(vec![choice]));
+            obj.remove("usage");
+        }
+        Key::Responses { .. } => event["delta"] = Value::String(text.to_string()),
+        Key::Tgi => {
+            event["token"]["text"] = Value::String(text.to_string());
+            event["generated_text"] = Value::Null;
+            event["details"] = Value::Null;
+        }
+        Key::Llama => {
+            event["content"] = Value::String(text.to_string());
+            event["stop"] = Value::Bool(false);
+        }
+    }
+    Some(Synth {
+        event: stream.event_name.clone(),
+        data: event.to_string(),
+    })
+}

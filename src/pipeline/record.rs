@@ -1,0 +1,145 @@
+//! The recorder's view of the request path: a session starts once the route is known (so
+//! refusals are on the record), gets the response head, and ends with the outcome, the masking
+//! verdict and the timing split. Body chunks are teed by `stages`.
+
+use std::rc::Rc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::stages::{Recorder, Session};
+use super::{Outcome, RequestCtx};
+use crate::error::{Error, ErrorKind};
+use crate::http::head::Fields;
+use crate::http::{RequestHead, ResponseHead};
+use crate::recorder::{self, EndReason, Head, OnDiskError, SessionEnd, SessionStart, Timing};
+
+/// Opens the exchange's session. A recorder that already failed refuses new requests (503) when
+/// recording fails closed; fail open serves them unrecorded.
+pub fn start(
+    ctx: &mut RequestCtx,
+    head: &RequestHead,
+    recorder: Option<&Rc<Recorder>>,
+) -> Result<(), Error> {
+    let Some(recorder) = recorder else {
+        return Ok(());
+    };
+    let closed = recorder.on_disk_error == OnDiskError::FailClosed;
+    if recorder.writer.borrow().is_failed() {
+        return match closed {
+            true => Err(Error::internal(ErrorKind::RecorderUnavailable)),
+            false => Ok(()),
+        };
+    }
+    let start = SessionStart {
+        request_id: ctx.request_id.clone(),
+        connection_id: ctx.connection_id,
+        worker_id: ctx.worker_id,
+        wall_time_us: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
+        identity: None,
+        client_addr: Some(std::net::SocketAddr::new(ctx.client_ip, 0)),
+        route: ctx.route_id.as_deref().map(str::to_owned),
+        endpoint_class: ctx.class.as_deref().map(str::to_owned),
+        model: None,
+        decision: None,
+        approval_id: None,
+        request: Head {
+            method: head.method.as_str().to_owned(),
+            path: head.path.clone(),
+            headers: recorder::model::redacted(head.fields.iter().map(|(n, v)| {
+                (
+                    std::str::from_utf8(n).unwrap_or("?"),
+                    std::str::from_utf8(v).unwrap_or("?"),
+                )
+            })),
+        },
+        // The prompt is the heart of "who asked what": request bodies are always recorded.
+        record_request_body: true,
+    };
+    let started = recorder.writer.borrow_mut().start_session(&start);
+    match started {
+        Ok(id) => {
+            ctx.session = Some(Session {
+                recorder: Rc::clone(recorder),
+                id,
+                started: Instant::now(),
+                abandoned: false,
+            });
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(request_id = %ctx.request_id, error = %e, "session recording failed");
+            match closed {
+                true => Err(Error::internal(ErrorKind::RecorderUnavailable)),
+                false => Ok(()),
+            }
+        }
+    }
+}
+
+/// Records the response head as the upstream sent it.
+pub fn response_head(ctx: &mut RequestCtx, res: &ResponseHead) -> Result<(), Error> {
+    let upstream = ctx.upstream.clone();
+    let Some(session) = ctx.session.as_mut() else {
+        return Ok(());
+    };
+    let head = recorder::ResponseHead {
+        offset_us: 0,
+        status: res.status,
+        headers: header_list(&res.fields),
+        upstream,
+    };
+    session.write(|w, sid, offset_us| {
+        w.response_head(sid, &recorder::ResponseHead { offset_us, ..head })
+    })
+}
+
+/// Closes the session with how the exchange ended.
+pub fn end(ctx: &mut RequestCtx) {
+    let Some(mut session) = ctx.session.take() else {
+        return;
+    };
+    let reason = match ctx.outcome {
+        Outcome::Complete => EndReason::Complete,
+        Outcome::ClientGone => EndReason::ClientGone,
+        Outcome::UpstreamFailed => EndReason::UpstreamDied,
+        Outcome::Blocked => EndReason::Denied,
+        Outcome::Rejected if ctx.status == 404 || ctx.status == 403 => EndReason::Denied,
+        Outcome::Rejected => EndReason::Rejected,
+    };
+    let masking = ctx.masking.as_ref().map_or_else(Default::default, |v| {
+        v.detections
+            .iter()
+            .map(|(id, n)| (id.to_string(), *n))
+            .collect()
+    });
+    let us = |d: std::time::Duration| d.as_micros() as u64;
+    let end = SessionEnd {
+        offset_us: 0,
+        reason,
+        status: (ctx.status != 0).then_some(ctx.status),
+        masking,
+        timing: Timing {
+            gateway_us: ctx.request_sent.map(us),
+            upstream_ttfb_us: ctx
+                .ttfb
+                .zip(ctx.request_sent)
+                .map(|(a, b)| us(a.saturating_sub(b))),
+            total_us: Some(us(ctx.started.elapsed())),
+        },
+        bytes_in: ctx.bytes_in,
+        bytes_out: ctx.bytes_out,
+        error: ctx.error.clone(),
+    };
+    let _ = session.write(|w, sid, offset_us| w.end_session(sid, &SessionEnd { offset_us, ..end }));
+}
+
+/// Header fields as (name, value) strings, for the recorder.
+pub fn header_list(fields: &Fields) -> Vec<(String, String)> {
+    recorder::model::redacted(fields.iter().map(|(n, v)| {
+        (
+            std::str::from_utf8(n).unwrap_or("?"),
+            std::str::from_utf8(v).unwrap_or("?"),
+        )
+    }))
+}

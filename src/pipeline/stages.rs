@@ -1,0 +1,167 @@
+//! The body stages of one exchange: masking rewrites a chunk, then the recorder tees what the
+//! peer will receive, then the chunk is forwarded.
+//!
+//! Order matters and is fixed here: the recording holds what the client *saw* (masked), and with
+//! `event` durability each chunk is handed to the kernel before it is forwarded, so a gateway
+//! crash never loses bytes a client already received.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::body::{BodyStage, Stop};
+use super::Dir;
+use crate::error::{Error, ErrorKind};
+use crate::http::head::Fields;
+use crate::masking::{filter_for, BodyFilter, MaskError, Masker, Mode, Verdict};
+use crate::recorder::{offset_us, OnDiskError, SegmentWriter, SessionId, Trailers};
+
+/// The worker's recorder: one segment writer, owned by the worker thread.
+pub struct Recorder {
+    pub writer: RefCell<SegmentWriter>,
+    pub on_disk_error: OnDiskError,
+}
+
+/// One exchange's session in the recorder.
+pub struct Session {
+    pub recorder: Rc<Recorder>,
+    pub id: SessionId,
+    pub started: Instant,
+    /// A write failed in `fail_open` mode: the rest of the exchange goes unrecorded.
+    pub abandoned: bool,
+}
+
+impl Session {
+    /// Applies `write` to the writer; a failure ends the stream (fail closed) or abandons the
+    /// recording of this session (fail open). Either way it is logged once and counted.
+    pub fn write(
+        &mut self,
+        write: impl FnOnce(&mut SegmentWriter, SessionId, u64) -> std::io::Result<()>,
+    ) -> Result<(), Error> {
+        if self.abandoned {
+            return Ok(());
+        }
+        let offset = offset_us(self.started, Instant::now());
+        let result = write(&mut self.recorder.writer.borrow_mut(), self.id, offset);
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, "session recording failed");
+                self.abandoned = true;
+                match self.recorder.on_disk_error {
+                    OnDiskError::FailClosed => Err(Error::internal(ErrorKind::RecorderUnavailable)),
+                    OnDiskError::FailOpen => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// Masking and recording for one direction of one exchange.
+pub struct Stages<'a> {
+    dir: Dir,
+    mask: Option<Box<dyn BodyFilter>>,
+    session: Option<&'a mut Session>,
+    out: BytesMut,
+}
+
+impl<'a> Stages<'a> {
+    /// `masking`: the route's mode and the compiled detectors, if this body is masked;
+    /// `content_type` picks the format (SSE, JSON, plain).
+    pub fn new(
+        dir: Dir,
+        masking: Option<(&Arc<Masker>, Mode)>,
+        content_type: Option<&[u8]>,
+        session: Option<&'a mut Session>,
+    ) -> Self {
+        Stages {
+            dir,
+            mask: masking.map(|(masker, mode)| filter_for(masker, content_type, mode)),
+            session,
+            out: BytesMut::new(),
+        }
+    }
+
+    /// Whether the body's bytes may change (so its length must not be promised up front).
+    pub fn rewrites(masking: Option<(&Arc<Masker>, Mode)>) -> bool {
+        matches!(masking, Some((_, Mode::Enforce)))
+    }
+
+    pub fn verdict(&self) -> Option<&Verdict> {
+        self.mask.as_ref().map(|m| m.verdict())
+    }
+
+    /// Tees `data` to the recorder; on a fail-closed recorder error, ends the body.
+    fn record(&mut self, data: &[u8]) -> Result<(), Stop> {
+        let Some(session) = self.session.as_deref_mut() else {
+            return Ok(());
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        let dir = self.dir;
+        session
+            .write(|w, sid, offset| match dir {
+                Dir::Request => w.request_chunk(sid, offset, data),
+                Dir::Response => w.response_chunk(sid, offset, data),
+            })
+            .map_err(|error| Stop {
+                last: Bytes::new(),
+                error,
+            })
+    }
+
+    fn masked(&mut self, result: Result<(), MaskError>) -> Result<Bytes, Stop> {
+        let out = self.out.split().freeze();
+        match result {
+            Ok(()) => Ok(out),
+            Err(e) => {
+                // What the filter wrote (an SSE error event) is what the client sees last;
+                // record it too, so the recording shows how the stream ended.
+                let _ = self.record(&out);
+                Err(Stop {
+                    last: out,
+                    error: Error::internal(ErrorKind::Masking(e)),
+                })
+            }
+        }
+    }
+}
+
+impl BodyStage for Stages<'_> {
+    fn chunk(&mut self, data: Bytes) -> Result<Bytes, Stop> {
+        let out = match self.mask.as_mut() {
+            None => data,
+            Some(filter) => {
+                let result = filter.on_chunk(&data, &mut self.out);
+                self.masked(result)?
+            }
+        };
+        self.record(&out)?;
+        Ok(out)
+    }
+
+    fn end(&mut self, trailers: Option<&Fields>) -> Result<Bytes, Stop> {
+        let out = match self.mask.as_mut() {
+            None => Bytes::new(),
+            Some(filter) => {
+                let result = filter.on_end(&mut self.out);
+                self.masked(result)?
+            }
+        };
+        self.record(&out)?;
+        if let (Some(t), Some(session)) = (trailers, self.session.as_deref_mut()) {
+            let headers = super::record::header_list(t);
+            session
+                .write(|w, sid, offset_us| w.trailers(sid, &Trailers { offset_us, headers }))
+                .map_err(|error| Stop {
+                    last: Bytes::new(),
+                    error,
+                })?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,486 @@
+//! [`SegmentWriter`]: one per worker thread, appending that worker's sessions to its own chain of
+//! segment files.
+//!
+//! ```text
+//!            open()                      write error (ENOSPC, EIO, EROFS, …)
+//!   ──────▶ Open ─────────────────────────────────────────▶ Failed   (every later call errors;
+//!            │ ▲  append / flush / rotate (seal + next)                nothing more is written)
+//!            │ └───────────┘
+//!            └── close() ──▶ Closed   (sealed)
+//! ```
+//!
+//! Durability, per deployment:
+//! * `Event`: every `append` compresses the event as its own record and writes it before
+//!   returning. The pipeline appends a chunk before forwarding it, so a gateway crash cannot lose
+//!   anything the client received.
+//! * `Interval`: events are batched into one record, written when `flush_bytes` accumulate or
+//!   when [`SegmentWriter::maybe_flush`] finds the batch older than `flush_interval`. Larger frames
+//!   compress far better; a crash loses at most the unflushed batch.
+//!
+//! fsync is a separate policy (`Never`, `Interval`, `Segment`): it protects against power loss,
+//! not process death, and is the one call here that can take milliseconds.
+//!
+//! A failed write puts the writer in `Failed` for good (the owner decides between fail closed and
+//! fail open, and recovers by opening a new writer, which starts a new segment linked to the last
+//! complete record). Already-written records are never touched: a partial record is cut off when
+//! the file system allows, otherwise the reader reports it as a truncated tail.
+
+use std::collections::HashMap;
+use std::io;
+use std::time::{Instant, SystemTime};
+
+use super::codec::{self, Seal};
+use super::config::{Durability, FsyncPolicy, WriterSettings};
+use super::format::{self, SegmentHeader, MAX_PAYLOAD};
+use super::model::{redact_in_place, Event, ResponseHead, SessionEnd, SessionStart, Trailers};
+use super::segment::{resume_point, unix_us, Active};
+use super::sign;
+use super::sink::{ensure_private_dir, ensure_private_file, FileStorage, Storage};
+
+/// Chunks larger than this are recorded as several events with the same offset, keeping every
+/// payload far below what a reader accepts.
+const MAX_CHUNK: usize = 1 << 20;
+
+/// A session's handle, valid for the writer that issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SessionId(u64);
+
+/// Why the writer stopped.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub kind: io::ErrorKind,
+    pub os_error: Option<i32>,
+    pub message: String,
+}
+
+enum State {
+    Open(Active),
+    Failed(Failure),
+    Closed,
+}
+
+struct OpenSession {
+    request_id: String,
+    record_request_body: bool,
+}
+
+pub struct SegmentWriter {
+    settings: WriterSettings,
+    worker: u32,
+    storage: Box<dyn Storage>,
+    state: State,
+    sessions: HashMap<SessionId, OpenSession>,
+    next_sid: u64,
+    compressor: zstd::bulk::Compressor<'static>,
+    /// Interval mode: the payload being batched (empty when nothing is pending).
+    batch: Vec<u8>,
+    batch_since: Option<Instant>,
+    last_sync: Instant,
+    /// Reused buffers: one for a single-event payload, one for compressed frames, one for the
+    /// framed record.
+    payload: Vec<u8>,
+    frame: Vec<u8>,
+    record: Vec<u8>,
+}
+
+impl SegmentWriter {
+    /// Opens the writer for `worker` on the local file system: creates or repairs the directory
+    /// (0700), and starts a new segment linked to where this worker's chain left off.
+    pub fn open(settings: WriterSettings, worker: u32) -> io::Result<SegmentWriter> {
+        SegmentWriter::open_with(settings, worker, Box::new(FileStorage))
+    }
+
+    /// Like [`SegmentWriter::open`], with segment files made by `storage` (tests inject faults).
+    pub fn open_with(
+        settings: WriterSettings,
+        worker: u32,
+        mut storage: Box<dyn Storage>,
+    ) -> io::Result<SegmentWriter> {
+        if ensure_private_dir(&settings.dir)? {
+            tracing::warn!(dir = %settings.dir.display(), "recording directory was not 0700; fixed");
+        }
+        for (w, _, path) in super::segment::list_segments(&settings.dir)? {
+            if w == worker && ensure_private_file(&path)? {
+                tracing::warn!(file = %path.display(), "segment was not 0600; fixed");
+            }
+        }
+        let (seq, prev) = resume_point(&settings.dir, worker)?;
+        let header = SegmentHeader {
+            version: format::VERSION,
+            worker,
+            seq,
+            created_us: unix_us(SystemTime::now()),
+            prev,
+            dict: settings.dictionary.clone(),
+        };
+        let sync = settings.fsync != FsyncPolicy::Never;
+        let active = Active::create(storage.as_mut(), &settings.dir, &header, sync)?;
+        let mut compressor =
+            zstd::bulk::Compressor::with_dictionary(settings.zstd_level, &settings.dictionary)?;
+        compressor.include_checksum(true)?;
+        compressor.include_contentsize(true)?;
+        Ok(SegmentWriter {
+            settings,
+            worker,
+            storage,
+            state: State::Open(active),
+            sessions: HashMap::new(),
+            next_sid: 0,
+            compressor,
+            batch: Vec::new(),
+            batch_since: None,
+            last_sync: Instant::now(),
+            payload: Vec::new(),
+            frame: Vec::new(),
+            record: Vec::new(),
+        })
+    }
+
+    // --- sessions ---
+
+    /// Records the start of a session and returns its handle. Secret header values are redacted
+    /// here even if the caller did not.
+    pub fn start_session(&mut self, start: &SessionStart) -> io::Result<SessionId> {
+        let sid = SessionId(self.next_sid);
+        let mut start = start.clone();
+        redact_in_place(&mut start.request.headers);
+        let open = OpenSession {
+            request_id: start.request_id.clone(),
+            record_request_body: start.record_request_body,
+        };
+        self.push(|out| codec::put_event(out, sid.0, &Event::SessionStart(Box::new(start))))?;
+        self.next_sid += 1;
+        self.sessions.insert(sid, open);
+        Ok(sid)
+    }
+
+    /// Records raw request body bytes, if the session's route records request bodies; otherwise
+    /// does nothing (the `SessionStart` says they were not recorded).
+    pub fn request_chunk(&mut self, sid: SessionId, offset_us: u64, data: &[u8]) -> io::Result<()> {
+        if !self.session(sid)?.record_request_body {
+            return Ok(());
+        }
+        self.chunk(sid, codec::request_chunk_tag(), offset_us, data)
+    }
+
+    pub fn response_head(&mut self, sid: SessionId, head: &ResponseHead) -> io::Result<()> {
+        self.session(sid)?;
+        let mut head = head.clone();
+        redact_in_place(&mut head.headers);
+        self.push(|out| codec::put_event(out, sid.0, &Event::ResponseHead(head)))
+    }
+
+    /// Records response bytes as the client gets them. Call before forwarding them: with
+    /// `Event` durability the bytes are in the kernel when this returns.
+    pub fn response_chunk(
+        &mut self,
+        sid: SessionId,
+        offset_us: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        self.session(sid)?;
+        self.chunk(sid, codec::response_chunk_tag(), offset_us, data)
+    }
+
+    pub fn trailers(&mut self, sid: SessionId, trailers: &Trailers) -> io::Result<()> {
+        self.session(sid)?;
+        self.push(|out| codec::put_event(out, sid.0, &Event::Trailers(trailers.clone())))
+    }
+
+    /// Records the end of a session; the handle is invalid afterwards.
+    pub fn end_session(&mut self, sid: SessionId, end: &SessionEnd) -> io::Result<()> {
+        self.session(sid)?;
+        self.push(|out| codec::put_event(out, sid.0, &Event::SessionEnd(end.clone())))?;
+        self.sessions.remove(&sid);
+        Ok(())
+    }
+
+    /// Appends any event (used by tests and tools; the pipeline uses the typed calls above).
+    pub fn append(&mut self, sid: SessionId, event: &Event) -> io::Result<()> {
+        match event {
+            Event::SessionStart(_) | Event::SessionContinue { .. } => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "sessions start with start_session",
+            )),
+            Event::RequestChunk(c) => self.request_chunk(sid, c.offset_us, &c.data),
+            Event::ResponseHead(h) => self.response_head(sid, h),
+            Event::ResponseChunk(c) => self.response_chunk(sid, c.offset_us, &c.data),
+            Event::Trailers(t) => self.trailers(sid, t),
+            Event::SessionEnd(e) => self.end_session(sid, e),
+        }
+    }
+
+    // --- time-driven work ---
+
+    /// Called periodically by the worker: writes a batch older than `flush_interval`, rotates a
+    /// segment older than `segment_max_age`, and fsyncs under the `Interval` policy.
+    pub fn maybe_flush(&mut self, now: Instant) -> io::Result<()> {
+        self.check_open()?;
+        if let (Durability::Interval { every, .. }, Some(since)) =
+            (self.settings.durability, self.batch_since)
+        {
+            if now.saturating_duration_since(since) >= every {
+                self.flush()?;
+            }
+        }
+        let age = match &self.state {
+            State::Open(a) => (a.records > 0).then(|| now.saturating_duration_since(a.opened)),
+            _ => None,
+        };
+        if age.is_some_and(|age| age >= self.settings.segment_max_age) {
+            self.rotate()?;
+        }
+        if let FsyncPolicy::Interval(every) = self.settings.fsync {
+            if now.saturating_duration_since(self.last_sync) >= every {
+                self.sync()?;
+                self.last_sync = now;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the pending batch, if any (interval mode; a no-op in event mode).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.check_open()?;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_since = None;
+        let r = self.write_payload(&batch);
+        self.batch = batch;
+        self.batch.clear();
+        r
+    }
+
+    /// Seals the current segment and continues in a new one.
+    pub fn rotate(&mut self) -> io::Result<()> {
+        self.flush()?;
+        let prev = self.seal()?;
+        let header = SegmentHeader {
+            version: format::VERSION,
+            worker: self.worker,
+            seq: self.active()?.seq + 1,
+            created_us: unix_us(SystemTime::now()),
+            prev: format::PrevLink::Sealed(prev),
+            dict: self.settings.dictionary.clone(),
+        };
+        let sync = self.settings.fsync != FsyncPolicy::Never;
+        let next = Active::create(self.storage.as_mut(), &self.settings.dir, &header, sync);
+        match next {
+            Ok(a) => self.state = State::Open(a),
+            Err(e) => return Err(self.fail(e)),
+        }
+        // Re-announce open sessions so the new segment is readable on its own.
+        if !self.sessions.is_empty() {
+            let mut payload = Vec::new();
+            codec::begin_payload(&mut payload, 0);
+            for (sid, s) in &self.sessions {
+                let ev = Event::SessionContinue {
+                    request_id: s.request_id.clone(),
+                };
+                codec::put_event(&mut payload, sid.0, &ev);
+            }
+            self.write_payload(&payload)?;
+        }
+        Ok(())
+    }
+
+    /// Seals the current segment (flushing and fsyncing unless the policy is `Never`) and stops.
+    pub fn close(mut self) -> io::Result<()> {
+        self.flush()?;
+        self.seal()?;
+        self.state = State::Closed;
+        Ok(())
+    }
+
+    /// Deletes old segments in the directory per the retention settings (all workers' sealed
+    /// segments; never the newest segment of any worker).
+    pub fn enforce_retention(&self, now: SystemTime) -> io::Result<super::retention::Removed> {
+        super::retention::enforce(&self.settings.dir, &self.settings.retention, now)
+    }
+
+    // --- state ---
+
+    pub fn is_failed(&self) -> bool {
+        matches!(self.state, State::Failed(_))
+    }
+
+    pub fn failure(&self) -> Option<&Failure> {
+        match &self.state {
+            State::Failed(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// The segment being written, while open.
+    pub fn current_segment(&self) -> Option<&std::path::Path> {
+        match &self.state {
+            State::Open(a) => Some(&a.path),
+            _ => None,
+        }
+    }
+
+    /// Sessions started and not yet ended.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+// === internals ===
+
+impl SegmentWriter {
+    fn session(&self, sid: SessionId) -> io::Result<&OpenSession> {
+        self.sessions.get(&sid).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "unknown or ended recording session",
+            )
+        })
+    }
+
+    fn chunk(&mut self, sid: SessionId, tag: u8, offset_us: u64, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() {
+            return self.push(|out| codec::put_chunk(out, tag, sid.0, offset_us, data));
+        }
+        for part in data.chunks(MAX_CHUNK) {
+            self.push(|out| codec::put_chunk(out, tag, sid.0, offset_us, part))?;
+        }
+        Ok(())
+    }
+
+    /// Adds one encoded event: as its own record (event mode) or to the batch.
+    fn push(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+        self.check_open()?;
+        if self.active()?.len >= self.settings.segment_max_bytes {
+            self.rotate()?;
+        }
+        match self.settings.durability {
+            Durability::Event => {
+                let mut payload = std::mem::take(&mut self.payload);
+                payload.clear();
+                codec::begin_payload(&mut payload, self.active()?.records);
+                put(&mut payload);
+                let r = self.write_payload(&payload);
+                self.payload = payload;
+                r
+            }
+            Durability::Interval { bytes, .. } => {
+                if self.batch.is_empty() {
+                    let index = self.active()?.records;
+                    codec::begin_payload(&mut self.batch, index);
+                    self.batch_since = Some(Instant::now());
+                }
+                put(&mut self.batch);
+                if self.batch.len() >= bytes.min(MAX_PAYLOAD / 2) {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Compresses a payload and writes it as the next record.
+    fn write_payload(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.frame.clear();
+        self.frame
+            .reserve(zstd::zstd_safe::compress_bound(payload.len()));
+        if let Err(e) = self.compressor.compress_to_buffer(payload, &mut self.frame) {
+            return Err(self.fail(e));
+        }
+        let State::Open(active) = &mut self.state else {
+            return Err(self.not_open());
+        };
+        if let Err(e) = active.write_frame(&self.frame, &mut self.record) {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
+    /// Writes the seal record; returns its hash (the next segment's link).
+    fn seal(&mut self) -> io::Result<format::Hash> {
+        let (records, head, seq) = {
+            let a = self.active()?;
+            (a.records, a.head, a.seq)
+        };
+        let signature = self
+            .settings
+            .signing_key
+            .as_ref()
+            .map(|k| sign::sign(k, &codec::seal_message(self.worker, seq, records, &head)));
+        let seal = Seal {
+            records,
+            head: codec::hex(&head),
+            sealed_at_us: unix_us(SystemTime::now()),
+            signature,
+        };
+        let mut payload = Vec::new();
+        codec::begin_payload(&mut payload, records);
+        codec::put_seal(&mut payload, &seal);
+        self.write_payload(&payload)?;
+        if self.settings.fsync != FsyncPolicy::Never {
+            self.sync()?;
+        }
+        Ok(self.active()?.head)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let State::Open(active) = &mut self.state else {
+            return Err(self.not_open());
+        };
+        if let Err(e) = active.sync() {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
+    fn active(&self) -> io::Result<&Active> {
+        match &self.state {
+            State::Open(a) => Ok(a),
+            _ => Err(self.not_open()),
+        }
+    }
+
+    fn check_open(&self) -> io::Result<()> {
+        self.active().map(|_| ())
+    }
+
+    fn not_open(&self) -> io::Error {
+        match &self.state {
+            State::Failed(f) => io::Error::new(
+                f.kind,
+                format!("recording stopped after an earlier error: {}", f.message),
+            ),
+            _ => io::Error::other("recording is closed"),
+        }
+    }
+
+    /// Enters `Failed` and hands the error back.
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        tracing::error!(error = %e, worker = self.worker, "recording write failed; writer stopped");
+        self.state = State::Failed(Failure {
+            kind: e.kind(),
+            os_error: e.raw_os_error(),
+            message: e.to_string(),
+        });
+        self.batch.clear();
+        self.batch_since = None;
+        e
+    }
+}
+
+impl Drop for SegmentWriter {
+    /// Writes a pending batch (unsealed: the next writer links to it as Recovered).
+    fn drop(&mut self) {
+        if matches!(self.state, State::Open(_)) && !self.batch.is_empty() {
+            let _ = self.flush();
+        }
+    }
+}
+
+/// Time since a session started, in µs, for chunk offsets.
+pub fn offset_us(started: Instant, now: Instant) -> u64 {
+    now.saturating_duration_since(started)
+        .as_micros()
+        .min(u128::from(u64::MAX)) as u64
+}

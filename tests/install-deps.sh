@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine with the Rust toolchain:
-# curl (a real client), the `openai` Python SDK (a real client). Installs only what is missing.
+# Installs what the test suite needs on a fresh Debian machine with the Rust toolchain: the
+# build dependencies, curl (a real client), the `openai` Python SDK (a real client).
+# Installs only what is missing.
 set -euo pipefail
+
+"$(dirname "$0")/../packaging/install-build-deps.sh"
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -46,12 +46,7 @@ pub fn start(
         request: Head {
             method: head.method.as_str().to_owned(),
             path: head.path.clone(),
-            headers: recorder::model::redacted(head.fields.iter().map(|(n, v)| {
-                (
-                    std::str::from_utf8(n).unwrap_or("?"),
-                    std::str::from_utf8(v).unwrap_or("?"),
-                )
-            })),
+            headers: header_list(&head.fields),
         },
         // The prompt is the heart of "who asked what": request bodies are always recorded.
         record_request_body: true,

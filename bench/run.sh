@@ -26,6 +26,8 @@ READY_TIMEOUT=${READY_TIMEOUT:-10}  # seconds to wait for a server to answer
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODELGATE=${MODELGATE:-$ROOT/target/release/modelgate}
+# modelgate configurations measured side by side: plain, with recording, with masking.
+MG_VARIANTS=${MG_VARIANTS:-modelgate modelgate_rec modelgate_mask}
 SSE_BENCH=${SSE_BENCH:-$ROOT/target/release/examples/sse-bench}
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -337,26 +339,39 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
         echo "[$load] modelgate: SKIPPED ($MG_SKIP_REASON)"
         return
     fi
-    name=modelgate-$load
-    alloc_port PORT_modelgate
-    write_modelgate_conf "$T/$name.toml" "$PORT_modelgate" "$oport"
-    start_bg "$name" "$MODELGATE" run --config "$T/$name.toml"
-    PID_modelgate=$LAST_PID
-    if wait_http "$PORT_modelgate" "$PID_modelgate"; then
-        TARGETS="$TARGETS modelgate"
-    else
-        if kill -0 "$PID_modelgate" 2>/dev/null; then
-            echo "[$load] modelgate: SKIPPED (no HTTP answer on 127.0.0.1:$PORT_modelgate within ${READY_TIMEOUT}s)"
-            stop_pid "$PID_modelgate"
+    local v port
+    for v in $MG_VARIANTS; do
+        name=$v-$load
+        alloc_port "PORT_$v"
+        eval "port=\$PORT_$v"
+        write_modelgate_conf "$T/$name.toml" "$port" "$oport"
+        variant_toml "$v" "$T/$name" >>"$T/$name.toml"
+        start_bg "$name" "$MODELGATE" run --config "$T/$name.toml"
+        eval "PID_$v=\$LAST_PID"
+        if wait_http "$port" "$LAST_PID"; then
+            TARGETS="$TARGETS $v"
         else
-            wait "$PID_modelgate" 2>/dev/null; rc=$?
-            echo "[$load] modelgate: SKIPPED (exited with status $rc before answering)"
+            echo "[$load] $v: SKIPPED (did not answer on 127.0.0.1:$port; output below)"
+            echo "    command: $MODELGATE run --config $T/$name.toml"
+            tail -n 10 "$T/$name.log" | sed 's/^/    | /'
+            stop_pid "$LAST_PID"
         fi
-        echo "    command: $MODELGATE run --config $T/$name.toml"
-        echo "    last lines of its output:"
-        tail -n 10 "$T/$name.log" | sed 's/^/    | /'
-        MG_SKIP_REASON="failed to start, see above"
-    fi
+    done
+}
+
+# Extra config for modelgate variants: `modelgate_rec` records every session (event
+# durability, fsync at seal); `modelgate_mask` masks every response (built-in detectors plus
+# 1000 literals).
+variant_toml() {  # VARIANT DIR
+    case $1 in
+        modelgate_rec)
+            printf '\n[recording]\nenabled = true\ndir = "%s-rec"\ndurability = "event"\n' "$2"
+            ;;
+        modelgate_mask)
+            seq 1 1000 | sed 's/^/internal-codename-/' >"$2-literals.txt"
+            printf '\n[masking]\n[[masking.literals]]\nid = "codenames"\ncategory = "internal"\nfile = "%s-literals.txt"\n' "$2"
+            ;;
+    esac
 }
 
 stop_targets() {
@@ -372,6 +387,8 @@ label() {
         direct) echo "direct (no proxy)" ;;
         nginx) echo "nginx ${NGINX_V#nginx/} (1 worker)" ;;
         modelgate) echo "modelgate (1 worker)" ;;
+        modelgate_rec) echo "modelgate + recording (event durability)" ;;
+        modelgate_mask) echo "modelgate + masking (built-ins + 1000 literals)" ;;
     esac
 }
 
@@ -382,7 +399,7 @@ rotate() {       # rotate N words...: the words starting at offset N (mod count)
 }
 
 declare -A H1_CPU H1_RPS H1_ERR SSE_MED SSE_P99 SSE_BAD
-ALL_TARGETS="direct nginx modelgate"
+ALL_TARGETS="direct nginx $MG_VARIANTS"
 
 # ------------------------------------------------------------------- h1-1k ---
 run_wrk() {      # run_wrk PORT SECONDS OUTFILE

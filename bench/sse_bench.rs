@@ -27,7 +27,8 @@ const USAGE: &str = "usage:
   sse-bench client --url http://127.0.0.1:PORT/sse [--repeat 1] [--timeout-s 30]
 
 origin: HTTP/1.1 server, one thread per connection, keep-alive.
-  GET /sse...  200 text/event-stream, chunked; N events `data: {\"t\":<ns>,\"i\":<n>}`,
+  GET /sse...  200 text/event-stream, chunked; N events `data: {\"t\":<ns>,\"i\":<n>,...}`
+               shaped as OpenAI chat-completion chunks (choices[0].delta.content),
                one chunk each, gap-ms apart, then the terminal chunk.
   GET /1k      200 with a 1024-byte body and content-length.
   anything else 404.
@@ -258,7 +259,10 @@ fn serve_conn(mut s: TcpStream, events: u64, gap: Duration) -> io::Result<()> {
                         thread::sleep(gap);
                     }
                     let t = now_ns();
-                    let data = format!("data: {{\"t\":{t},\"i\":{i}}}\n\n");
+                    // OpenAI chat-completion chunk shape, so masking has text to scan.
+                    let data = format!(
+                        "data: {{\"t\":{t},\"i\":{i},\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"token{i} \"}}}}]}}\n\n"
+                    );
                     out.clear();
                     out.push_str(&format!("{:x}\r\n", data.len()));
                     out.push_str(&data);

@@ -125,10 +125,16 @@ mod tests {
             route("wild", Some("*.example.com"), "/"),
             route("exact", Some("api.example.com"), "/"),
         ]);
-        assert_eq!(r.find("other", "/v1/chat").unwrap().id, "v1");
-        assert_eq!(r.find("other", "/v10").unwrap().id, "any");
-        assert_eq!(r.find("x.example.com:443", "/v1").unwrap().id, "wild");
-        assert_eq!(r.find("API.example.com", "/v1").unwrap().id, "exact");
+        assert_eq!(r.find("other", "/v1/chat").unwrap().id.as_ref(), "v1");
+        assert_eq!(r.find("other", "/v10").unwrap().id.as_ref(), "any");
+        assert_eq!(
+            r.find("x.example.com:443", "/v1").unwrap().id.as_ref(),
+            "wild"
+        );
+        assert_eq!(
+            r.find("API.example.com", "/v1").unwrap().id.as_ref(),
+            "exact"
+        );
     }
 
     #[test]

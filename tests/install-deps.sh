@@ -12,6 +12,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 need_apt=()
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+# vectorscan (masking) is built from source by vectorscan-rs-sys: it needs cmake and Boost headers.
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+[ -d /usr/include/boost ] || need_apt+=(libboost-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_apt[*]}"
   $SUDO apt-get update -qq

@@ -11,8 +11,13 @@
 //! the text is redacted as it arrives until the span ends (an end marker, or the first byte
 //! outside a class). Spans support `redact`, `mask` and `block` only.
 
-use super::config::Action;
+use std::path::Path;
+
+use super::compile::{Draft, Pat, Span};
+use super::config::{Action, MaskConfigError, MaskingSection};
+use super::hold::ByteSet;
 use super::validate::{self, Validator};
+use super::{action, vs};
 
 /// One built-in detector, as data.
 pub(crate) struct Builtin {
@@ -110,13 +115,11 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         id: "ipv4",
         category: "ip_address",
         action: Action::Redact,
-        patterns: &[
-            r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\b",
-        ],
+        patterns: &[r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b"],
         caseless: false,
         anywhere: "0-9.",
         first: "0-9",
-        validator: None,
+        validator: Some(validate::ipv4),
         span: None,
     },
     Builtin {
@@ -124,7 +127,8 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         category: "ip_address",
         action: Action::Redact,
         patterns: &[
-            r"\b(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}\b",
+            // No leading `\b`: with it vectorscan runs this at 0.7 GB/s instead of 13.
+            r"[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){7}\b",
             r"\b(?:[0-9A-Fa-f]{1,4}:){1,6}(?::[0-9A-Fa-f]{1,4}){1,6}\b",
         ],
         caseless: false,
@@ -221,6 +225,103 @@ pub(crate) const BUILTINS: &[Builtin] = &[
 /// The ids of all built-ins, for error messages.
 pub(crate) fn ids() -> String {
     BUILTINS.iter().map(|b| b.id).collect::<Vec<_>>().join(", ")
+}
+
+/// The `hash` key from `hash_key` or `hash_key_file`, derived to 32 bytes.
+pub(crate) fn hash_key(
+    section: &MaskingSection,
+    base_dir: &Path,
+) -> Result<Option<[u8; 32]>, MaskConfigError> {
+    let secret = match (&section.hash_key, &section.hash_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(MaskConfigError::new(
+                "masking.hash_key_file",
+                "both hash_key and hash_key_file are set",
+                "keep one of them",
+            ))
+        }
+        (Some(key), None) => key.clone().into_bytes(),
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            let mut bytes = std::fs::read(&path).map_err(|e| {
+                MaskConfigError::new(
+                    "masking.hash_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                    "point it at a readable file",
+                )
+            })?;
+            while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                bytes.pop();
+            }
+            bytes
+        }
+        (None, None) => return Ok(None),
+    };
+    if secret.is_empty() {
+        return Err(MaskConfigError::new(
+            "masking.hash_key",
+            "the hash key is empty",
+            "use a secret of 16+ bytes",
+        ));
+    }
+    Ok(Some(action::derive_key(&secret)))
+}
+
+/// The enabled built-ins as drafts, with the section's action overrides.
+pub(crate) fn drafts(section: &MaskingSection) -> Result<Vec<Draft>, MaskConfigError> {
+    for name in section.builtins.keys() {
+        if !BUILTINS.iter().any(|b| b.id == name) {
+            return Err(MaskConfigError::new(
+                format!("masking.builtins.{name}"),
+                format!("there is no built-in detector `{name}`"),
+                format!("use one of: {}", ids()),
+            ));
+        }
+    }
+    let mut drafts = Vec::new();
+    for b in BUILTINS {
+        let key = format!("masking.builtins.{}", b.id);
+        let action = match section.builtins.get(b.id) {
+            Some(setting) => match setting.action() {
+                Some(action) => action,
+                None => continue,
+            },
+            None => b.action,
+        };
+        if b.span.is_some() && matches!(action, Action::Partial | Action::Hash) {
+            return Err(MaskConfigError::new(
+                key,
+                format!("`{}` redacts a span of unknown length as it streams, so it cannot keep or hash the value", b.id),
+                "use redact, mask or block",
+            ));
+        }
+        let flags = if b.caseless { vs::CASELESS } else { 0 };
+        drafts.push(Draft {
+            key,
+            id: b.id.into(),
+            category: b.category.into(),
+            action,
+            patterns: b
+                .patterns
+                .iter()
+                .map(|p| Pat {
+                    expr: (*p).to_string(),
+                    flags,
+                    literal_len: None,
+                })
+                .collect(),
+            anywhere: ByteSet::parse(b.anywhere),
+            first: ByteSet::parse(b.first),
+            validator: b.validator,
+            span: b.span.map(|s| match s {
+                SpanEnd::Marker(m) => (Span::Marker, Some(m)),
+                SpanEnd::WhileIn(class) => (Span::WhileIn(ByteSet::parse(class)), None),
+            }),
+            is_literal: false,
+            literal_values: None,
+        });
+    }
+    Ok(drafts)
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::builtins::{self, SpanEnd, BUILTINS};
+use super::builtins::{self, BUILTINS};
 use super::config::{Action, MaskConfigError, MaskingSection};
 use super::hold::{ByteSet, HoldSpec, HoldTable, PrefixSet};
 use super::validate::Validator;
-use super::{action, vs, Engine, MaskError, Mode, Verdict};
+use super::{vs, Engine, MaskError, Mode, Verdict};
 
 /// The compiled masking configuration. Immutable; share it with `Arc` across workers.
 #[derive(Debug)]
@@ -113,8 +113,8 @@ impl Masker {
                 "use a value between 16 and 65536 (256 fits every built-in)",
             ));
         }
-        let hash_key = hash_key(section, base_dir)?;
-        let mut drafts = builtin_drafts(section)?;
+        let hash_key = builtins::hash_key(section, base_dir)?;
+        let mut drafts = builtins::drafts(section)?;
         drafts.extend(super::compile_custom::literal_drafts(section, base_dir)?);
         drafts.extend(super::compile_custom::regex_drafts(section)?);
 
@@ -264,6 +264,14 @@ impl Masker {
         self.detectors.iter().map(|d| &*d.id)
     }
 
+    /// The built-in detectors' patterns as `(id, pattern)`, for tools and comparisons
+    /// (`bench/mask_bench.rs` feeds them to the `regex` crate).
+    pub fn builtin_patterns() -> impl Iterator<Item = (&'static str, &'static str)> {
+        BUILTINS
+            .iter()
+            .flat_map(|b| b.patterns.iter().map(move |p| (b.id, *p)))
+    }
+
     /// A new engine for one text stream.
     pub fn engine(self: &Arc<Self>, mode: Mode) -> Result<Engine, MaskError> {
         Engine::new(self, mode)
@@ -340,99 +348,4 @@ pub(crate) fn regex_width(key: &str, expr: &str, flags: u32) -> Result<usize, Ma
         ));
     };
     usize::try_from(max).map_err(|_| too_many())
-}
-
-fn hash_key(
-    section: &MaskingSection,
-    base_dir: &Path,
-) -> Result<Option<[u8; 32]>, MaskConfigError> {
-    let secret = match (&section.hash_key, &section.hash_key_file) {
-        (Some(_), Some(_)) => {
-            return Err(MaskConfigError::new(
-                "masking.hash_key_file",
-                "both hash_key and hash_key_file are set",
-                "keep one of them",
-            ))
-        }
-        (Some(key), None) => key.clone().into_bytes(),
-        (None, Some(file)) => {
-            let path = base_dir.join(file);
-            let mut bytes = std::fs::read(&path).map_err(|e| {
-                MaskConfigError::new(
-                    "masking.hash_key_file",
-                    format!("cannot read {}: {e}", path.display()),
-                    "point it at a readable file",
-                )
-            })?;
-            while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                bytes.pop();
-            }
-            bytes
-        }
-        (None, None) => return Ok(None),
-    };
-    if secret.is_empty() {
-        return Err(MaskConfigError::new(
-            "masking.hash_key",
-            "the hash key is empty",
-            "use a secret of 16+ bytes",
-        ));
-    }
-    Ok(Some(action::derive_key(&secret)))
-}
-
-fn builtin_drafts(section: &MaskingSection) -> Result<Vec<Draft>, MaskConfigError> {
-    for name in section.builtins.keys() {
-        if !BUILTINS.iter().any(|b| b.id == name) {
-            return Err(MaskConfigError::new(
-                format!("masking.builtins.{name}"),
-                format!("there is no built-in detector `{name}`"),
-                format!("use one of: {}", builtins::ids()),
-            ));
-        }
-    }
-    let mut drafts = Vec::new();
-    for b in BUILTINS {
-        let key = format!("masking.builtins.{}", b.id);
-        let action = match section.builtins.get(b.id) {
-            Some(setting) => match setting.action() {
-                Some(action) => action,
-                None => continue,
-            },
-            None => b.action,
-        };
-        if b.span.is_some() && matches!(action, Action::Partial | Action::Hash) {
-            return Err(MaskConfigError::new(
-                key,
-                format!("`{}` redacts a span of unknown length as it streams, so it cannot keep or hash the value", b.id),
-                "use redact, mask or block",
-            ));
-        }
-        let flags = if b.caseless { vs::CASELESS } else { 0 };
-        drafts.push(Draft {
-            key,
-            id: b.id.into(),
-            category: b.category.into(),
-            action,
-            patterns: b
-                .patterns
-                .iter()
-                .map(|p| Pat {
-                    expr: (*p).to_string(),
-                    flags,
-                    literal_len: None,
-                })
-                .collect(),
-            anywhere: ByteSet::parse(b.anywhere),
-            first: ByteSet::parse(b.first),
-            validator: b.validator,
-            span: b.span.map(|s| match s {
-                SpanEnd::Marker(m) => (Span::Marker, Some(m)),
-                SpanEnd::WhileIn(class) => (Span::WhileIn(ByteSet::parse(class)), None),
-            }),
-            is_literal: false,
-            literal_values: None,
-        });
-    }
-    Ok(drafts)
 }

@@ -201,12 +201,8 @@ fn might_match_whitespace(pattern: &str) -> bool {
                 }
             }
             b']' if in_class => in_class = false,
-            b'-' if in_class => {
-                // A range whose low end is a space or control character.
-                if i > 0 && p[i - 1] <= b' ' {
-                    return true;
-                }
-            }
+            // A range whose low end is a space or control character.
+            b'-' if in_class && i > 0 && p[i - 1] <= b' ' => return true,
             b'.' if !in_class => return true,
             b'(' if !in_class && p.get(i + 1) == Some(&b'?') => {
                 // Inline flags such as (?x) or (?s) change what bytes mean.

@@ -16,12 +16,15 @@
 //! computed by [`super::hold`]. Bytes before the hold point and before every pending candidate
 //! go out immediately (never splitting a UTF-8 character); the rest waits for the next chunk.
 //!
-//! # Why starts are found this way (measured, see `bench/mask_bench.rs`)
-//! Streaming start-of-match (`HS_FLAG_SOM_LEFTMOST` + `HS_MODE_SOM_HORIZON_LARGE`) makes
-//! vectorscan track a start for every partial match of every regex in every byte: on this
-//! machine the built-ins + 1000 literals ran at about a quarter of the plain streaming speed
-//! (English text, 4 KiB chunks; the bench prints both). Finding starts afterwards costs one tiny
-//! block scan per *match*, which is nothing on real output where matches are rare.
+//! # Why starts are found this way (measured with `bench/mask_bench.rs`, 2026-11-26)
+//! Streaming start-of-match (`HS_FLAG_SOM_LEFTMOST` + `HS_MODE_SOM_HORIZON_LARGE`) is not
+//! available for these detectors: vectorscan refuses 5 built-ins with it ("Pattern is too
+//! large": email, github_pat, slack, openai key, jwt, all bounded class repeats), and block-mode
+//! SOM refuses the same ones. With those 5 dropped, streaming SOM scanned English text at
+//! 267 MB/s against 373 MB/s for the plain database (4 KiB chunks, on a 2-core box at load 7:
+//! read the ratio, not the absolute figures). So the stream runs without SOM and each reported
+//! end gets its start afterwards, by anchored block scans at candidate starts (usually exactly
+//! one candidate): cost per *match*, nothing per byte.
 //!
 //! # Spans
 //! A span detector's match opens a region that is replaced as it streams (`[REDACTED:x]` once,
@@ -29,8 +32,7 @@
 //! 3 KiB PEM key needs no hold. Candidates starting inside the region are dropped.
 //!
 //! # Failing closed
-//! After an error the engine is poisoned and returns [`MaskError::Poisoned`]; text it has not
-//! released is never released.
+//! After an error the engine is poisoned ([`MaskError::Poisoned`]); held text never goes out.
 
 use std::cmp::Reverse;
 use std::collections::VecDeque;
@@ -38,6 +40,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::compile::{Masker, PatternKind, Span};
+
+mod window;
 use super::config::Action;
 use super::{action, vs, MaskError, Mode, Verdict};
 
@@ -212,50 +216,6 @@ impl Engine {
         Ok(())
     }
 
-    /// The leftmost start of a match of detector `det` ending at `end` (see `StartFinder`).
-    fn find_start(&self, det: u32, end: u64) -> Result<u64, MaskError> {
-        let detector = &self.masker.detectors[det as usize];
-        let floor = end
-            .saturating_sub(detector.max_width as u64)
-            .max(self.released);
-        let Some(finder) = &detector.starts else {
-            return Ok(floor);
-        };
-        // Every byte of the match is in `anywhere`: the start is after the last one that is not.
-        let mut lowest = end;
-        while lowest > floor
-            && self
-                .byte(lowest - 1)
-                .is_some_and(|b| finder.anywhere.contains(b))
-        {
-            lowest -= 1;
-        }
-        let hi = self.offset.min(end + 1);
-        for start in lowest..end {
-            if !self.byte(start).is_some_and(|b| finder.first.contains(b)) {
-                continue;
-            }
-            let (db, from) = if start == 0 {
-                (&finder.at_text_start, 0)
-            } else {
-                (&finder.with_context, start - 1)
-            };
-            let target = end - from;
-            let mut found = false;
-            db.scan_block(self.slice(from, hi), |_, _, to| found |= to == target)
-                .map_err(|e| MaskError::Scan(e.message))?;
-            if found {
-                return Ok(start);
-            }
-        }
-        // No start found would be a vectorscan inconsistency: mask the widest possible match.
-        Ok(floor)
-    }
-
-    fn byte(&self, at: u64) -> Option<u8> {
-        self.slice(at, at + 1).first().copied()
-    }
-
     /// Commits what can be committed and releases what is safe.
     fn advance(
         &mut self,
@@ -399,43 +359,8 @@ impl Engine {
         self.released = to;
     }
 
-    /// Hold statistics and the fail-closed cap check.
-    fn account(
-        &mut self,
-        before: u64,
-        last: bool,
-        now: Instant,
-        verdict: &mut Verdict,
-    ) -> Result<(), MaskError> {
-        if self.detect {
-            return Ok(());
-        }
-        let held = self.held();
-        verdict.max_held_bytes = verdict.max_held_bytes.max(held);
-        if self.released > before {
-            if let Some(&(_, arrived)) = self.arrivals.front() {
-                verdict.max_hold = verdict.max_hold.max(now.saturating_duration_since(arrived));
-            }
-            while self
-                .arrivals
-                .front()
-                .is_some_and(|&(end, _)| end <= self.released)
-            {
-                self.arrivals.pop_front();
-            }
-        }
-        // Slack of 3: the release point may step back over a partial UTF-8 character.
-        if !last && held > self.masker.max_hold_bytes + 3 {
-            return Err(MaskError::HoldExceeded {
-                held,
-                cap: self.masker.max_hold_bytes,
-            });
-        }
-        Ok(())
-    }
-
     /// Buffered bytes `[from, to)` in stream offsets (callers stay within the buffer).
-    fn slice(&self, from: u64, to: u64) -> &[u8] {
+    pub(super) fn slice(&self, from: u64, to: u64) -> &[u8] {
         let lo = (from.saturating_sub(self.base) as usize).min(self.buf.len());
         let hi = (to.saturating_sub(self.base) as usize).clamp(lo, self.buf.len());
         &self.buf[lo..hi]

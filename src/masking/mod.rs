@@ -10,11 +10,11 @@
 //! Model output is a stream, and a secret can be split anywhere: over TCP reads, over SSE
 //! events (`"bob"`, `"@exam"`, `"ple.com"`), inside JSON escapes. Buffering the whole answer
 //! would be correct and useless (the user waits for the full generation). So:
-//! - The formats ([`sse`], [`json`], plain) extract *the text the user sees* and feed it, per
+//! - The formats (`sse`, `json`, plain) extract *the text the user sees* and feed it, per
 //!   choice, to one [`Engine`] each; they re-emit the envelope with the masked text.
 //! - The engine scans with one vectorscan streaming database (all detectors together), which
 //!   reports match *ends* across chunk seams at ~GB/s. Starts are found only for the rare
-//!   matches, in the small held window (see [`engine`] for the measurement and the rule).
+//!   matches, in the small held window (see `engine.rs` for the measurement and the rule).
 //! - It holds back only the tail that could still become part of a match, which it knows from
 //!   each detector's longest match and byte classes, and releases the rest at once.
 //! - Overlaps resolve by one deterministic rule (earliest start, then longest, then detector

@@ -71,6 +71,12 @@ pub(crate) fn us_ssn(candidate: &[u8]) -> bool {
         && &digits[5..9] != b"0000"
 }
 
+/// IPv4: four decimal octets, each at most 255 (the pattern only bounds their length,
+/// which vectorscan scans several times faster than octet ranges).
+pub(crate) fn ipv4(candidate: &[u8]) -> bool {
+    std::str::from_utf8(candidate).is_ok_and(|t| t.parse::<std::net::Ipv4Addr>().is_ok())
+}
+
 /// IPv6: must parse, and have at least three groups written (so `ab::cd` in prose is left).
 pub(crate) fn ipv6(candidate: &[u8]) -> bool {
     let Ok(text) = std::str::from_utf8(candidate) else {
@@ -109,6 +115,13 @@ mod tests {
         assert!(!us_ssn(b"666-45-6789"));
         assert!(!us_ssn(b"923-45-6789"));
         assert!(!us_ssn(b"123-00-6789"));
+    }
+
+    #[test]
+    fn ipv4_octets_stay_below_256() {
+        assert!(ipv4(b"192.168.10.42"));
+        assert!(!ipv4(b"192.168.10.420"));
+        assert!(!ipv4(b"300.1.1.1"));
     }
 
     #[test]

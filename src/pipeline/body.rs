@@ -48,10 +48,12 @@ pub trait BodyStage {
     fn end(&mut self, trailers: Option<&Fields>) -> Result<Bytes, Stop>;
 }
 
-/// A stage ended the body early. `last` is still sent (e.g. an SSE error event), then the
-/// body is terminated properly and the connection closed.
+/// A stage ended the body early. `last` is what may still be sent: with `ends_body` it is the
+/// format's own error (an SSE error event) and the body then ends properly; otherwise it is a
+/// safe prefix and the body is cut short after it, so the client cannot take it for complete.
 pub struct Stop {
     pub last: Bytes,
+    pub ends_body: bool,
     pub error: Error,
 }
 
@@ -127,8 +129,9 @@ impl BodyReader {
 }
 
 /// Streams the body framed as `from` on `src` to `dst` framed as `to`, preceded by `head` (the
-/// message head for `dst`). Returns the number of body bytes moved. On error the destination
-/// has received a prefix and must be closed.
+/// message head for `dst`, taken when written: `None` afterwards tells the caller the peer has
+/// seen it). Returns the number of body bytes moved. On error the destination has received a
+/// prefix (or nothing, if `head` is still there) and must be closed.
 ///
 /// The head goes out together with the first body bytes when those are already buffered (one
 /// send and one wake-up of the peer instead of two, which is most of the cost of a small
@@ -139,13 +142,12 @@ pub async fn transfer(
     from: BodyFraming,
     dst: &mut Conn,
     to: BodyFraming,
-    head: Bytes,
+    pending: &mut Option<Bytes>,
     stage: &mut dyn BodyStage,
     t: &Transfer,
 ) -> Result<u64, Error> {
-    let mut pending = Some(head);
     if src.buf.is_empty() && from != BodyFraming::Empty {
-        write(dst, &mut pending, Bytes::new(), t).await?;
+        write(dst, pending, Bytes::new(), t).await?;
     }
     let mut reader = BodyReader::new(from, t.max_trailer_bytes);
     let mut moved = 0u64;
@@ -156,12 +158,14 @@ pub async fn transfer(
         };
         let data = match data {
             Ok(data) => data,
-            // A stage with a last word (an SSE error event) ends the body properly after it;
-            // one without cuts the body short, so the client cannot take it for complete.
-            Err(stop) if stop.last.is_empty() => return Err(stop.error),
             Err(stop) => {
-                let out = frame(stop.last, to, Some(None));
-                write(dst, &mut pending, out, t).await?;
+                if stop.ends_body {
+                    write(dst, pending, frame(stop.last, to, Some(None)), t).await?;
+                } else if pending.is_none() && !stop.last.is_empty() {
+                    write(dst, pending, frame(stop.last, to, None), t).await?;
+                }
+                // With the head still unsent nothing went out: the caller answers with the
+                // error's status instead.
                 return Err(stop.error);
             }
         };
@@ -169,7 +173,7 @@ pub async fn transfer(
         let end = trailers.is_some();
         let out = frame(data, to, trailers);
         if !out.is_empty() || (end && pending.is_some()) {
-            write(dst, &mut pending, out, t).await?;
+            write(dst, pending, out, t).await?;
         }
         if end {
             return Ok(moved);

@@ -242,7 +242,7 @@ async fn proxy(
         head.framing,
         &mut upstream,
         to_upstream,
-        out.freeze(),
+        &mut Some(out.freeze()),
         &mut stages,
         &up,
     )
@@ -277,8 +277,6 @@ async fn proxy(
     let mut out = BytesMut::new();
     encode_response_head(&res, to_client, close, &ctx.request_id, &mut out);
     ctx.bytes_out += out.len() as u64;
-    // From here on the client may have seen the head: errors can only cut the response short.
-    ctx.response_started = true;
 
     // Response body, downstream: masked, recorded, forwarded chunk by chunk.
     let down = Transfer {
@@ -294,16 +292,19 @@ async fn proxy(
         content_type,
         ctx.session.as_mut(),
     );
+    let mut response_head = Some(out.freeze());
     let received = transfer(
         &mut upstream,
         res.framing,
         client,
         to_client,
-        out.freeze(),
+        &mut response_head,
         &mut stages,
         &down,
     )
     .await;
+    // Once the head went out, errors can only cut the response short.
+    ctx.response_started = response_head.is_none();
     let verdict = stages.verdict().cloned();
     drop(stages);
     ctx.note_verdict(verdict.as_ref());

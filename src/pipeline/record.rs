@@ -57,6 +57,7 @@ pub fn start(
             ctx.session = Some(Session {
                 recorder: Rc::clone(recorder),
                 id,
+                epoch: recorder.epoch.get(),
                 started: Instant::now(),
                 abandoned: false,
             });

@@ -42,7 +42,9 @@ pub async fn rescue(
     // A body still in flight cannot be skipped reliably, and a client that sent garbage or
     // stalled gets no second chance: close rather than guess where the next request starts.
     let client_at_fault = err.side == Side::Downstream && !matches!(err.kind, ErrorKind::NoRoute);
-    let next = if ctx.request_done && !must_close && !client_at_fault {
+    // A blocked exchange ends the conversation too: the upstream body was abandoned mid-way.
+    let blocked = matches!(err.kind, ErrorKind::Masking(_));
+    let next = if ctx.request_done && !must_close && !client_at_fault && !blocked {
         Next::KeepAlive
     } else {
         Next::Close

@@ -5,7 +5,7 @@
 //! `event` durability each chunk is handed to the kernel before it is forwarded, so a gateway
 //! crash never loses bytes a client already received.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,15 +20,22 @@ use crate::masking::{filter_for, BodyFilter, MaskError, Masker, Mode, Verdict};
 use crate::recorder::{offset_us, OnDiskError, SegmentWriter, SessionId, Trailers};
 
 /// The worker's recorder: one segment writer, owned by the worker thread.
+///
+/// A writer that failed (disk full, I/O error) is replaced by a fresh one once the disk takes
+/// writes again (`runtime::recorder_upkeep`); `epoch` counts the replacements so sessions begun
+/// on a failed writer never write into its successor.
 pub struct Recorder {
     pub writer: RefCell<SegmentWriter>,
     pub on_disk_error: OnDiskError,
+    pub epoch: Cell<u64>,
 }
 
 /// One exchange's session in the recorder.
 pub struct Session {
     pub recorder: Rc<Recorder>,
     pub id: SessionId,
+    /// The recorder's epoch when the session started.
+    pub epoch: u64,
     pub started: Instant,
     /// A write failed in `fail_open` mode: the rest of the exchange goes unrecorded.
     pub abandoned: bool,
@@ -45,7 +52,10 @@ impl Session {
             return Ok(());
         }
         let offset = offset_us(self.started, Instant::now());
-        let result = write(&mut self.recorder.writer.borrow_mut(), self.id, offset);
+        let result = match self.recorder.epoch.get() == self.epoch {
+            true => write(&mut self.recorder.writer.borrow_mut(), self.id, offset),
+            false => Err(std::io::Error::other("the session's segment writer failed")),
+        };
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -64,6 +74,8 @@ impl Session {
 pub struct Stages<'a> {
     dir: Dir,
     mask: Option<Box<dyn BodyFilter>>,
+    /// The body is SSE: a masking stop ends it with an error event rather than cutting it.
+    sse: bool,
     session: Option<&'a mut Session>,
     out: BytesMut,
 }
@@ -77,9 +89,14 @@ impl<'a> Stages<'a> {
         content_type: Option<&[u8]>,
         session: Option<&'a mut Session>,
     ) -> Self {
+        let sse = content_type.is_some_and(|ct| {
+            let essence = ct.split(|b| *b == b';').next().unwrap_or(ct);
+            crate::http::head::trim(essence).eq_ignore_ascii_case(b"text/event-stream")
+        });
         Stages {
             dir,
             mask: masking.map(|(masker, mode)| filter_for(masker, content_type, mode)),
+            sse,
             session,
             out: BytesMut::new(),
         }
@@ -110,6 +127,7 @@ impl<'a> Stages<'a> {
             })
             .map_err(|error| Stop {
                 last: Bytes::new(),
+                ends_body: false,
                 error,
             })
     }
@@ -124,6 +142,7 @@ impl<'a> Stages<'a> {
                 let _ = self.record(&out);
                 Err(Stop {
                     last: out,
+                    ends_body: self.sse,
                     error: Error::internal(ErrorKind::Masking(e)),
                 })
             }
@@ -159,6 +178,7 @@ impl BodyStage for Stages<'_> {
                 .write(|w, sid, offset_us| w.trailers(sid, &Trailers { offset_us, headers }))
                 .map_err(|error| Stop {
                     last: Bytes::new(),
+                    ends_body: false,
                     error,
                 })?;
         }

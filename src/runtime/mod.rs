@@ -24,7 +24,7 @@ use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::config::{Config, DriverChoice};
 use crate::pipeline::{Generation, Recorder};
-use crate::recorder::SegmentWriter;
+use crate::recorder::{SegmentWriter, WriterSettings};
 use crate::upstream::Pool;
 pub use control::Control;
 pub use drain::Drain;
@@ -53,6 +53,7 @@ impl Worker {
             Some(rec) => Some(Rc::new(Recorder {
                 writer: RefCell::new(SegmentWriter::open(rec.writer.clone(), id as u32)?),
                 on_disk_error: rec.on_disk_error,
+                epoch: Cell::new(0),
             })),
             None => None,
         };
@@ -202,6 +203,7 @@ fn run_worker(
                 return;
             }
         };
+        let config_recording = config.recording.clone();
         let worker = match Worker::new(id, config) {
             Ok(w) => Rc::new(w),
             Err(e) => {
@@ -209,8 +211,12 @@ fn run_worker(
                 std::process::exit(1);
             }
         };
-        if let Some(recorder) = &worker.recorder {
-            monoio::spawn(recorder_upkeep(Rc::clone(recorder)));
+        if let (Some(recorder), Some(rec)) = (&worker.recorder, &config_recording) {
+            monoio::spawn(recorder_upkeep(
+                Rc::clone(recorder),
+                rec.writer.clone(),
+                id as u32,
+            ));
         }
         accept_loop(&worker, listener, rx).await;
         drain(&worker).await;
@@ -267,15 +273,21 @@ async fn control_task(worker: Rc<Worker>, rx: async_channel::Receiver<Control>) 
     }
 }
 
-/// Time-driven recorder work: interval flushes, segment age rotation, fsync policy, retention.
-async fn recorder_upkeep(recorder: Rc<Recorder>) {
+/// Time-driven recorder work: interval flushes, segment age rotation, fsync policy, retention,
+/// and replacing a failed writer once the disk takes writes again.
+async fn recorder_upkeep(recorder: Rc<Recorder>, settings: WriterSettings, worker: u32) {
     let mut last_retention = Instant::now();
+    let mut last_reopen = Instant::now();
     loop {
         monoio::time::sleep(Duration::from_millis(100)).await;
-        let mut writer = recorder.writer.borrow_mut();
-        if writer.is_failed() {
+        if recorder.writer.borrow().is_failed() {
+            if last_reopen.elapsed() >= Duration::from_secs(1) {
+                last_reopen = Instant::now();
+                reopen(&recorder, &settings, worker);
+            }
             continue;
         }
+        let mut writer = recorder.writer.borrow_mut();
         if let Err(e) = writer.maybe_flush(std::time::Instant::now()) {
             tracing::error!(error = %e, "session recording failed");
         }
@@ -285,6 +297,19 @@ async fn recorder_upkeep(recorder: Rc<Recorder>) {
                 tracing::warn!(error = %e, "recording retention failed");
             }
         }
+    }
+}
+
+/// Starts a new segment after a failure. The failed segment is left as it is: every record
+/// before the failure still verifies, and the new segment links to where the chain left off.
+fn reopen(recorder: &Recorder, settings: &WriterSettings, worker: u32) {
+    match SegmentWriter::open(settings.clone(), worker) {
+        Ok(fresh) => {
+            *recorder.writer.borrow_mut() = fresh;
+            recorder.epoch.set(recorder.epoch.get() + 1);
+            tracing::info!(worker, "session recording recovered");
+        }
+        Err(e) => tracing::debug!(worker, error = %e, "session recording still unavailable"),
     }
 }
 

@@ -10,12 +10,17 @@
 pub mod client;
 pub mod gateway;
 pub mod http;
+pub mod script;
 pub mod sse;
 pub mod upstream;
 
 pub use client::{assert_error, assert_generated_id, get, one_shot, post, Client};
 pub use gateway::{basic_config, compose_config, temp_dir, Driver, Gateway, BIN};
 pub use http::{chunk, chunked_body, contains, response, Framing, Head, Message, GUARD};
+pub use script::{
+    chat_event, chat_stream, client_script, event_content, event_json, have_openai_sdk,
+    modelgate_cli, run_guarded, script_upstream, BodyFraming, CliOutput, Script,
+};
 pub use sse::{openai_upstream, sse_event, sse_upstream, Lockstep, Pacing, SseFraming};
 pub use upstream::{closed_port, FullBacklog, UpConn, Upstream};
 

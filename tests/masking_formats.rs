@@ -1,0 +1,328 @@
+//! The body filters: SSE (OpenAI chat/completions/responses, TGI, llama.cpp), JSON and plain,
+//! driven chunk by chunk exactly as the response path will. Pure: no gateway.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use modelgate::masking::{
+    filter_for, Action, BuiltinSetting, LiteralList, MaskError, Masker, MaskingSection, Mode,
+};
+use serde_json::Value;
+
+fn masker() -> Arc<Masker> {
+    let section = MaskingSection {
+        literals: vec![LiteralList {
+            id: "codenames".into(),
+            category: Some("internal".into()),
+            action: Action::Redact,
+            caseless: false,
+            values: vec!["Project Nightingale".into()],
+            file: None,
+        }],
+        ..MaskingSection::default()
+    };
+    Arc::new(Masker::compile(&section, Path::new(".")).expect("test config compiles"))
+}
+
+const SSE: &str = "text/event-stream";
+
+/// Runs a body through a fresh filter in the given chunks.
+fn run(
+    m: &Arc<Masker>,
+    content_type: &str,
+    chunks: &[&[u8]],
+    mode: Mode,
+) -> (Vec<u8>, Result<(), MaskError>) {
+    let mut filter = filter_for(m, Some(content_type.as_bytes()), mode);
+    let mut out = BytesMut::new();
+    for chunk in chunks {
+        if let Err(e) = filter.on_chunk(chunk, &mut out) {
+            return (out.to_vec(), Err(e));
+        }
+    }
+    let end = filter.on_end(&mut out);
+    (out.to_vec(), end)
+}
+
+fn whole(m: &Arc<Masker>, content_type: &str, body: &str) -> String {
+    let (out, result) = run(m, content_type, &[body.as_bytes()], Mode::Enforce);
+    result.expect("no block detector");
+    String::from_utf8(out).expect("UTF-8")
+}
+
+fn chat_event(id: &str, content: &str) -> String {
+    let v = serde_json::json!({"id": id, "object": "chat.completion.chunk", "model": "m",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]});
+    format!("data: {v}\n\n")
+}
+
+fn chat_stream(pieces: &[&str]) -> String {
+    let mut body = String::from(": keep-alive\n\n");
+    body.push_str(&format!(
+        "data: {}\n\n",
+        serde_json::json!({"id": "c1", "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": null}]})
+    ));
+    for p in pieces {
+        body.push_str(&chat_event("c1", p));
+    }
+    body.push_str(&format!(
+        "data: {}\n\n",
+        serde_json::json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    ));
+    body.push_str("data: [DONE]\n\n");
+    body
+}
+
+/// The concatenated `delta.content` of every event, in order.
+fn chat_text(body: &str) -> String {
+    data_events(body)
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+fn data_events(body: &str) -> impl Iterator<Item = Value> + '_ {
+    body.split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str(d).ok())
+}
+
+#[test]
+fn an_email_split_over_sse_events_is_masked_and_the_rest_flows() {
+    let m = masker();
+    let out = whole(
+        &m,
+        SSE,
+        &chat_stream(&[
+            "Contact jane.",
+            "doe@exam",
+            "ple.com",
+            " or call ",
+            "+1 415 555 2671",
+            " today.",
+        ]),
+    );
+    assert_eq!(
+        chat_text(&out),
+        "Contact [REDACTED:email] or call [REDACTED:phone] today."
+    );
+    assert!(!out.contains("jane") && !out.contains("2671"), "{out}");
+    // Envelope preserved: ids, role, finish reason, comment, [DONE], and one event per input.
+    assert!(out.starts_with(": keep-alive\n\n"));
+    assert!(out.contains(r#""role":"assistant""#) && out.contains(r#""finish_reason":"stop""#));
+    assert!(out.ends_with("data: [DONE]\n\n"));
+    assert!(data_events(&out).all(|v| v["id"] == "c1"));
+    let first = data_events(&out).nth(1).expect("first text event");
+    assert_eq!(
+        first["choices"][0]["delta"]["content"], "Contact ",
+        "safe text goes out in its own event"
+    );
+}
+
+#[test]
+fn sse_masking_is_the_same_for_every_split_of_the_body() {
+    let m = masker();
+    let body = chat_stream(&[
+        "card 4111 1111 ",
+        "1111 1111 and ",
+        "Project Night",
+        "ingale, é ",
+        "ok",
+    ]);
+    let expected = whole(&m, SSE, &body);
+    assert_eq!(
+        chat_text(&expected),
+        "card ***************1111 and [REDACTED:internal], é ok"
+    );
+    let bytes = body.as_bytes();
+    for k in 0..=bytes.len() {
+        let (out, result) = run(&m, SSE, &[&bytes[..k], &bytes[k..]], Mode::Enforce);
+        result.expect("masks");
+        assert_eq!(String::from_utf8_lossy(&out), expected, "split at {k}");
+    }
+    let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+    assert_eq!(
+        String::from_utf8_lossy(&run(&m, SSE, &singles, Mode::Enforce).0),
+        expected
+    );
+}
+
+#[test]
+fn masked_text_is_the_same_however_it_is_split_into_events() {
+    let m = masker();
+    let text = "mail bob@example.com, key AKIAIOSFODNN7EXAMPLE, Project Nightingale.";
+    let expected = chat_text(&whole(&m, SSE, &chat_stream(&[text])));
+    for size in 1..12 {
+        let pieces: Vec<String> = text
+            .as_bytes()
+            .chunks(size)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        assert_eq!(
+            chat_text(&whole(&m, SSE, &chat_stream(&refs))),
+            expected,
+            "events of {size} bytes"
+        );
+    }
+}
+
+#[test]
+fn events_without_text_pass_through_byte_identical() {
+    let m = masker();
+    let body = ": comment\r\n\r\nevent: ping\r\nid: 7\r\n\r\nretry: 100\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"},\"finish_reason\":null}]}\n\ndata: {\"usage\":{\"total_tokens\":3},   \"choices\":[]}\n\ndata: [DONE]\n\n";
+    assert_eq!(whole(&m, SSE, body), body);
+}
+
+#[test]
+fn text_held_at_the_end_goes_out_before_done() {
+    let m = masker();
+    let body = format!("{}data: [DONE]\n\n", chat_event("c9", "ends with Project"));
+    let out = whole(&m, SSE, &body);
+    assert_eq!(chat_text(&out), "ends with Project");
+    assert!(out.ends_with("data: [DONE]\n\n"));
+    assert_eq!(
+        data_events(&out).count(),
+        2,
+        "one synthesized event carries the held word: {out}"
+    );
+}
+
+#[test]
+fn tool_call_arguments_completions_responses_tgi_and_llama_shapes_are_masked() {
+    let m = masker();
+    let tool = r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"to\":\"bob@"}}]},"finish_reason":null}]}
+
+data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"example.com\"}"}}]},"finish_reason":"tool_calls"}]}
+
+"#;
+    let out = whole(&m, SSE, tool);
+    let args: String = data_events(&out)
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(args, r#"{"to":"[REDACTED:email]"}"#);
+
+    let completions = "data: {\"choices\":[{\"index\":0,\"text\":\"ssn 123-45-\",\"finish_reason\":null}]}\n\ndata: {\"choices\":[{\"index\":0,\"text\":\"6789\",\"finish_reason\":\"length\"}]}\n\n";
+    let out = whole(&m, SSE, completions);
+    let text: String = data_events(&out)
+        .filter_map(|v| v["choices"][0]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, "ssn [REDACTED:ssn]");
+
+    let responses = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"i\",\"content_index\":0,\"delta\":\"a@b.\"}\n\nevent: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"item_id\":\"i\",\"content_index\":0,\"delta\":\"co x\"}\n\nevent: response.output_text.done\ndata: {\"type\":\"response.output_text.done\",\"item_id\":\"i\",\"content_index\":0,\"text\":\"a@b.co x\"}\n\n";
+    let out = whole(&m, SSE, responses);
+    let deltas: String = data_events(&out)
+        .filter_map(|v| v["delta"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(deltas, "[REDACTED:email] x");
+    assert!(out.contains(r#""text":"[REDACTED:email] x""#), "{out}");
+    assert!(!out.contains("a@b"), "{out}");
+
+    let tgi = "data: {\"token\":{\"id\":1,\"text\":\"ip 10.0.\",\"special\":false},\"generated_text\":null}\n\ndata: {\"token\":{\"id\":2,\"text\":\"0.1\",\"special\":false},\"generated_text\":\"ip 10.0.0.1\"}\n\n";
+    let out = whole(&m, SSE, tgi);
+    let text: String = data_events(&out)
+        .filter_map(|v| v["token"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, "ip [REDACTED:ip_address]");
+    assert!(!out.contains("10.0.0.1"), "{out}");
+
+    let llama = "data: {\"content\":\"Project Night\",\"stop\":false}\n\ndata: {\"content\":\"ingale\",\"stop\":true}\n\n";
+    let out = whole(&m, SSE, llama);
+    let text: String = data_events(&out)
+        .filter_map(|v| v["content"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(text, "[REDACTED:internal]");
+}
+
+#[test]
+fn a_block_ends_the_sse_stream_with_an_error_event() {
+    let mut section = MaskingSection::default();
+    section
+        .builtins
+        .insert("aws_access_key".into(), BuiltinSetting::Block);
+    let m = Arc::new(Masker::compile(&section, Path::new(".")).expect("compiles"));
+    let body = chat_stream(&["here: AKIAIOSF", "ODNN7EXAMPLE ok"]);
+    let (out, result) = run(&m, SSE, &[body.as_bytes()], Mode::Enforce);
+    assert!(
+        matches!(result, Err(MaskError::Blocked { .. })),
+        "{result:?}"
+    );
+    let out = String::from_utf8(out).expect("UTF-8");
+    assert!(
+        out.ends_with("\n\n")
+            && out.contains("event: error\ndata: {\"error\":{\"type\":\"blocked\""),
+        "{out}"
+    );
+    assert!(!out.contains("AKIA"), "{out}");
+}
+
+#[test]
+fn detect_mode_passes_the_body_through_untouched_and_counts() {
+    let m = masker();
+    let body = chat_stream(&["mail a@b.co"]);
+    let mut filter = filter_for(&m, Some(b"text/event-stream; charset=utf-8"), Mode::Detect);
+    let mut out = BytesMut::new();
+    filter
+        .on_chunk(body.as_bytes(), &mut out)
+        .expect("never fails");
+    filter.on_end(&mut out).expect("never fails");
+    assert_eq!(&out[..], body.as_bytes());
+    assert_eq!(filter.verdict().detections.get("email"), Some(&1));
+}
+
+#[test]
+fn json_strings_are_masked_and_the_document_stays_valid() {
+    let m = masker();
+    let body = r#"{"id":"x","choices":[{"message":{"role":"assistant","content":"write to bob\u0040example.com \"quoted\"\n\ud83d\ude00 Project Nightingale"}}],"a@b.co":1,"n":[1,"4111111111111111"]}"#;
+    let out = whole(&m, "application/json", body);
+    let v: Value = serde_json::from_str(&out).expect("still valid JSON");
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "write to [REDACTED:email] \"quoted\"\n😀 [REDACTED:internal]"
+    );
+    assert_eq!(v["n"][1], "************1111");
+    assert_eq!(v["a@b.co"], 1, "object keys are not values");
+    assert!(out.starts_with(
+        r#"{"id":"x","choices":[{"message":{"role":"assistant","content":"write to "#
+    ));
+    let bytes = body.as_bytes();
+    for k in 0..=bytes.len() {
+        assert_eq!(
+            String::from_utf8_lossy(
+                &run(
+                    &m,
+                    "application/json",
+                    &[&bytes[..k], &bytes[k..]],
+                    Mode::Enforce
+                )
+                .0
+            ),
+            out,
+            "split at {k}"
+        );
+    }
+}
+
+#[test]
+fn plain_text_is_scanned_as_bytes() {
+    let m = masker();
+    assert_eq!(
+        whole(&m, "text/plain", "ping 192.168.1.1 now"),
+        "ping [REDACTED:ip_address] now"
+    );
+    let (out, _) = run(
+        &m,
+        "application/octet-stream",
+        &[b"gh", b"p_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 x"],
+        Mode::Enforce,
+    );
+    assert_eq!(out, b"[REDACTED:credential] x");
+}

@@ -6,11 +6,14 @@
 //! client ─▶ accept            runtime/     one SO_REUSEPORT listener per worker thread
 //!        ─▶ HTTP/1.1 codec    server.rs    heads parsed strictly (http/head.rs); 400/414/431
 //!        ─▶ route             route.rs     host + path prefix → upstream group, endpoint class; 404
+//!        ─▶ session start     pipeline/record.rs  the recorder opens the exchange (503 if down)
 //!        ─▶ [authn, policy, approval: stages to come, each a step in pipeline::proxy]
 //!        ─▶ upstream          upstream.rs  least-outstanding endpoint, keep-alive pool; 502/504
 //!        ─▶ request body      pipeline/body.rs  streamed chunk by chunk, re-framed
+//!                             pipeline/stages.rs  (prompt masking, recording) per chunk
 //!        ◀─ response body     pipeline/body.rs  each chunk written as it arrives (SSE-safe)
-//!        ◀─ access log        log.rs
+//!                             pipeline/stages.rs  masking (masking/), then recording (recorder/)
+//!        ◀─ session end, access log   pipeline/record.rs, log.rs
 //! ```
 //!
 //! The whole path is one function, [`pipeline::handle`], with one [`pipeline::RequestCtx`]

@@ -54,8 +54,6 @@ pub struct Route {
     pub masking: Option<Mode>,
     /// Mask request bodies (prompts) too.
     pub mask_requests: bool,
-    /// Record the upstream's unmasked response body besides what the client saw.
-    pub record_raw: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -113,7 +111,6 @@ mod tests {
             class: "inference".into(),
             masking: None,
             mask_requests: false,
-            record_raw: false,
         }
     }
 

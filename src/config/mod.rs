@@ -229,9 +229,6 @@ mod file {
         /// Also mask request bodies (prompts) on this route.
         #[serde(default)]
         pub mask_requests: bool,
-        /// Also record the upstream's unmasked response body (off: only what the client saw).
-        #[serde(default)]
-        pub record_raw: bool,
     }
 
     #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -382,7 +379,6 @@ impl Config {
                 class: r.class.as_str().into(),
                 masking,
                 mask_requests: r.mask_requests && masking.is_some(),
-                record_raw: r.record_raw,
             });
         }
         if routes.is_empty() {

@@ -11,7 +11,10 @@ use modelgate::recorder::{sign, Action, PolicyDecision, SegmentWriter};
 use recorder_fixtures::*;
 
 fn modelgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_modelgate")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_modelgate"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn stdout(o: &Output) -> String {
@@ -27,12 +30,16 @@ fn write_dir(dir: &Path, key: Option<&Path>) {
     let sid = w.start_session(&start("req-alice", "alice", t0)).unwrap();
     w.response_head(sid, &response_head()).unwrap();
     for (k, e) in sse_events(1, 3).iter().enumerate() {
-        w.response_chunk(sid, 20_000 + k as u64 * 10_000, e.as_bytes()).unwrap();
+        w.response_chunk(sid, 20_000 + k as u64 * 10_000, e.as_bytes())
+            .unwrap();
     }
     w.end_session(sid, &end(70_000, 2)).unwrap();
 
     let mut st = start("req-bob", "bob", t0 + 3_600_000_000);
-    st.decision = Some(PolicyDecision { action: Action::Deny, rule: Some("no-admin".into()) });
+    st.decision = Some(PolicyDecision {
+        action: Action::Deny,
+        rule: Some("no-admin".into()),
+    });
     let sid = w.start_session(&st).unwrap();
     let mut e = end(500, 0);
     e.status = Some(403);
@@ -49,7 +56,9 @@ fn write_dir(dir: &Path, key: Option<&Path>) {
 }
 
 fn ids(out: &str) -> Vec<&str> {
-    out.lines().filter_map(|l| l.split_whitespace().nth(1)).collect()
+    out.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect()
 }
 
 #[test]
@@ -66,19 +75,31 @@ fn sessions_list_filters_by_subject_group_model_decision_time_and_sensitivity() 
     };
     let all = list(&[]);
     assert_eq!(ids(&all), ["req-alice", "req-bob", "req-carol"]);
-    assert!(all.starts_with("2024-06-10T06:13:20.000000Z  req-alice  subject=alice"), "{all}");
+    assert!(
+        all.starts_with("2024-06-10T06:13:20.000000Z  req-alice  subject=alice"),
+        "{all}"
+    );
     assert_eq!(ids(&list(&["--subject", "bob"])), ["req-bob"]);
     assert_eq!(ids(&list(&["--group", "research"])), ["req-carol"]);
     assert_eq!(ids(&list(&["--model", "qwen2"])), ["req-carol"]);
-    assert_eq!(ids(&list(&["--route", "chat", "--decision", "deny"])), ["req-bob"]);
+    assert_eq!(
+        ids(&list(&["--route", "chat", "--decision", "deny"])),
+        ["req-bob"]
+    );
     assert_eq!(ids(&list(&["--sensitive"])), ["req-alice"]);
-    assert_eq!(ids(&list(&["--since", "2024-06-10T07:00:00Z"])), ["req-bob", "req-carol"]);
+    assert_eq!(
+        ids(&list(&["--since", "2024-06-10T07:00:00Z"])),
+        ["req-bob", "req-carol"]
+    );
     assert_eq!(ids(&list(&["--until", "1718003600"])), ["req-alice"]);
     // The index sidecars were written, 0600, and a second listing uses them.
     let idx = dir.path().join("w0-000001.mgidx");
     assert!(idx.exists());
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&idx).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&idx).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // A stale or garbage index is rebuilt, not trusted.
     std::fs::write(&idx, b"{not json").unwrap();
     assert_eq!(ids(&list(&[])), ["req-alice", "req-bob", "req-carol"]);
@@ -90,7 +111,14 @@ fn sessions_list_filters_by_subject_group_model_decision_time_and_sensitivity() 
 fn a_bad_time_filter_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
     write_dir(dir.path(), None);
-    let o = modelgate(&["sessions", "list", "--dir", dir.path().to_str().unwrap(), "--since", "yesterday"]);
+    let o = modelgate(&[
+        "sessions",
+        "list",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--since",
+        "yesterday",
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("RFC 3339"));
 }
@@ -99,7 +127,13 @@ fn a_bad_time_filter_is_a_usage_error() {
 fn sessions_show_prints_head_decision_verdicts_and_timing_with_secrets_redacted() {
     let dir = tempfile::tempdir().unwrap();
     write_dir(dir.path(), None);
-    let o = modelgate(&["sessions", "show", "--dir", dir.path().to_str().unwrap(), "req-alice"]);
+    let o = modelgate(&[
+        "sessions",
+        "show",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "req-alice",
+    ]);
     assert!(o.status.success());
     let out = stdout(&o);
     for want in [
@@ -118,7 +152,13 @@ fn sessions_show_prints_head_decision_verdicts_and_timing_with_secrets_redacted(
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
     assert!(!out.contains("secret.sig"));
-    let o = modelgate(&["sessions", "show", "--dir", dir.path().to_str().unwrap(), "nope"]);
+    let o = modelgate(&[
+        "sessions",
+        "show",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "nope",
+    ]);
     assert_eq!(o.status.code(), Some(1));
 }
 
@@ -127,7 +167,15 @@ fn sessions_replay_writes_the_response_stream_to_stdout() {
     let dir = tempfile::tempdir().unwrap();
     write_dir(dir.path(), None);
     // The recorded stream spans 50 ms; at speed 100 the replay takes about half a millisecond.
-    let o = modelgate(&["sessions", "replay", "--dir", dir.path().to_str().unwrap(), "req-alice", "--speed", "100"]);
+    let o = modelgate(&[
+        "sessions",
+        "replay",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "req-alice",
+        "--speed",
+        "100",
+    ]);
     assert!(o.status.success());
     assert_eq!(stdout(&o), sse_events(1, 3).concat());
 }
@@ -137,10 +185,21 @@ fn sessions_export_writes_one_json_line_per_session_by_id_or_filter() {
     let dir = tempfile::tempdir().unwrap();
     write_dir(dir.path(), None);
     let d = dir.path().to_str().unwrap();
-    let o = modelgate(&["sessions", "export", "--dir", d, "--format", "jsonl", "--subject", "carol"]);
+    let o = modelgate(&[
+        "sessions",
+        "export",
+        "--dir",
+        d,
+        "--format",
+        "jsonl",
+        "--subject",
+        "carol",
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let lines: Vec<serde_json::Value> =
-        stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["request_id"], "req-carol");
     assert_eq!(lines[0]["file"], "w0-000002.mgrec");

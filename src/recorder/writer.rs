@@ -41,6 +41,15 @@ use super::sink::{ensure_private_dir, ensure_private_file, FileStorage, Storage}
 /// payload far below what a reader accepts.
 const MAX_CHUNK: usize = 1 << 20;
 
+/// When an event must reach the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    /// Body bytes: before they are forwarded (event durability).
+    Now,
+    /// Session metadata: with the next write.
+    Deferred,
+}
+
 /// A session's handle, valid for the writer that issued it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SessionId(u64);
@@ -72,13 +81,13 @@ pub struct SegmentWriter {
     sessions: HashMap<SessionId, OpenSession>,
     next_sid: u64,
     compressor: zstd::bulk::Compressor<'static>,
-    /// Interval mode: the payload being batched (empty when nothing is pending).
+    /// The payload being batched (empty when nothing is pending): interval mode, and session
+    /// metadata waiting for the next chunk in event mode.
     batch: Vec<u8>,
     batch_since: Option<Instant>,
     last_sync: Instant,
-    /// Reused buffers: one for a single-event payload, one for compressed frames, one for the
+    /// Reused buffers: one for compressed frames, one for the
     /// framed record.
-    payload: Vec<u8>,
     frame: Vec<u8>,
     record: Vec<u8>,
 }
@@ -130,7 +139,6 @@ impl SegmentWriter {
             batch: Vec::new(),
             batch_since: None,
             last_sync: Instant::now(),
-            payload: Vec::new(),
             frame: Vec::new(),
             record: Vec::new(),
         })
@@ -148,7 +156,9 @@ impl SegmentWriter {
             request_id: start.request_id.clone(),
             record_request_body: start.record_request_body,
         };
-        self.push(|out| codec::put_event(out, sid.0, &Event::SessionStart(Box::new(start))))?;
+        self.push(Sync::Deferred, |out| {
+            codec::put_event(out, sid.0, &Event::SessionStart(Box::new(start)))
+        })?;
         self.next_sid += 1;
         self.sessions.insert(sid, open);
         Ok(sid)
@@ -167,7 +177,9 @@ impl SegmentWriter {
         self.session(sid)?;
         let mut head = head.clone();
         redact_in_place(&mut head.headers);
-        self.push(|out| codec::put_event(out, sid.0, &Event::ResponseHead(head)))
+        self.push(Sync::Deferred, |out| {
+            codec::put_event(out, sid.0, &Event::ResponseHead(head))
+        })
     }
 
     /// Records response bytes as the client gets them. Call before forwarding them: with
@@ -184,13 +196,17 @@ impl SegmentWriter {
 
     pub fn trailers(&mut self, sid: SessionId, trailers: &Trailers) -> io::Result<()> {
         self.session(sid)?;
-        self.push(|out| codec::put_event(out, sid.0, &Event::Trailers(trailers.clone())))
+        self.push(Sync::Deferred, |out| {
+            codec::put_event(out, sid.0, &Event::Trailers(trailers.clone()))
+        })
     }
 
     /// Records the end of a session; the handle is invalid afterwards.
     pub fn end_session(&mut self, sid: SessionId, end: &SessionEnd) -> io::Result<()> {
         self.session(sid)?;
-        self.push(|out| codec::put_event(out, sid.0, &Event::SessionEnd(end.clone())))?;
+        self.push(Sync::Deferred, |out| {
+            codec::put_event(out, sid.0, &Event::SessionEnd(end.clone()))
+        })?;
         self.sessions.remove(&sid);
         Ok(())
     }
@@ -216,12 +232,11 @@ impl SegmentWriter {
     /// segment older than `segment_max_age`, and fsyncs under the `Interval` policy.
     pub fn maybe_flush(&mut self, now: Instant) -> io::Result<()> {
         self.check_open()?;
-        if let (Durability::Interval { every, .. }, Some(since)) =
-            (self.settings.durability, self.batch_since)
-        {
-            if now.saturating_duration_since(since) >= every {
-                self.flush()?;
-            }
+        match (self.settings.durability, self.batch_since) {
+            (Durability::Interval { every, .. }, Some(since))
+                if now.saturating_duration_since(since) < every => {}
+            (_, Some(_)) => self.flush()?,
+            (_, None) => {}
         }
         let age = match &self.state {
             State::Open(a) => (a.records > 0).then(|| now.saturating_duration_since(a.opened)),
@@ -341,43 +356,42 @@ impl SegmentWriter {
 
     fn chunk(&mut self, sid: SessionId, tag: u8, offset_us: u64, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
-            return self.push(|out| codec::put_chunk(out, tag, sid.0, offset_us, data));
+            return self.push(Sync::Now, |out| {
+                codec::put_chunk(out, tag, sid.0, offset_us, data)
+            });
         }
         for part in data.chunks(MAX_CHUNK) {
-            self.push(|out| codec::put_chunk(out, tag, sid.0, offset_us, part))?;
+            self.push(Sync::Now, |out| {
+                codec::put_chunk(out, tag, sid.0, offset_us, part)
+            })?;
         }
         Ok(())
     }
 
-    /// Adds one encoded event: as its own record (event mode) or to the batch.
-    fn push(&mut self, put: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
+    /// Adds one encoded event to the batch. In event mode body chunks (`Sync::Now`) write the
+    /// batch at once, so they are in the kernel before they are forwarded; session metadata
+    /// (`Sync::Deferred`: start, head, trailers, end) rides along with the next chunk or the next
+    /// upkeep tick. One record, one zstd frame and one `write(2)` per chunk instead of one per
+    /// event is most of what recording costs per request.
+    fn push(&mut self, sync: Sync, put: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         self.check_open()?;
         if self.active()?.len >= self.settings.segment_max_bytes {
             self.rotate()?;
         }
-        match self.settings.durability {
-            Durability::Event => {
-                let mut payload = std::mem::take(&mut self.payload);
-                payload.clear();
-                codec::begin_payload(&mut payload, self.active()?.records);
-                put(&mut payload);
-                let r = self.write_payload(&payload);
-                self.payload = payload;
-                r
-            }
-            Durability::Interval { bytes, .. } => {
-                if self.batch.is_empty() {
-                    let index = self.active()?.records;
-                    codec::begin_payload(&mut self.batch, index);
-                    self.batch_since = Some(Instant::now());
-                }
-                put(&mut self.batch);
-                if self.batch.len() >= bytes.min(MAX_PAYLOAD / 2) {
-                    self.flush()?;
-                }
-                Ok(())
-            }
+        if self.batch.is_empty() {
+            let index = self.active()?.records;
+            codec::begin_payload(&mut self.batch, index);
+            self.batch_since = Some(Instant::now());
         }
+        put(&mut self.batch);
+        let full = match self.settings.durability {
+            Durability::Event => sync == Sync::Now || self.batch.len() >= MAX_PAYLOAD / 2,
+            Durability::Interval { bytes, .. } => self.batch.len() >= bytes.min(MAX_PAYLOAD / 2),
+        };
+        if full {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// Compresses a payload and writes it as the next record.

@@ -206,7 +206,7 @@ fn main() {
             let frames = if matches!(d, Durability::Event) {
                 f.records
             } else {
-                f.disk / (64 << 10).max(1)
+                f.disk / (64 << 10)
             };
             let without = f.raw as f64 / (f.disk as f64 - 32.0 * frames as f64);
             println!(

@@ -54,8 +54,7 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, u64, PathBuf)>> {
 pub fn resume_point(dir: &Path, worker: u32) -> io::Result<(u64, PrevLink)> {
     let last = list_segments(dir)?
         .into_iter()
-        .filter(|(w, _, _)| *w == worker)
-        .next_back();
+        .rfind(|(w, _, _)| *w == worker);
     let Some((_, seq, path)) = last else {
         return Ok((1, PrevLink::First));
     };

@@ -138,16 +138,17 @@ fn locate(source: &str, dotted: &str) -> Option<usize> {
         }
         let Some(start) = found else { continue };
         let key = rest[0].split('[').next().unwrap_or(rest[0]);
-        let mut at = start;
-        for line in source[start..].split_inclusive('\n').skip(1) {
-            at += line.len();
+        let mut lines = source[start..].split_inclusive('\n');
+        let mut at = start + lines.next().map_or(0, str::len);
+        for line in lines {
             let trimmed = line.trim_start();
             if trimmed.starts_with('[') {
                 break;
             }
             if trimmed.split(['=', ' ']).next() == Some(key) {
-                return Some(at - line.len() + (line.len() - trimmed.len()));
+                return Some(at + (line.len() - trimmed.len()));
             }
+            at += line.len();
         }
         return Some(start);
     }

@@ -94,6 +94,7 @@ struct Figures {
     disk: u64,
     raw: u64,
     records: u64,
+    events: u64,
     append: Duration,
 }
 
@@ -109,7 +110,7 @@ fn run(durability: Durability, level: i32, streams: u64) -> Figures {
         .unwrap()
         .len();
     let mut raw = 0;
-    let mut records = 0;
+    let mut events_appended = 0;
     let mut append = Duration::ZERO;
     for i in 0..streams {
         let events = transcript(i);
@@ -149,17 +150,24 @@ fn run(durability: Durability, level: i32, streams: u64) -> Figures {
         )
         .unwrap();
         append += t.elapsed();
-        records += events.len() as u64 + 3;
+        events_appended += events.len() as u64 + 3;
     }
     w.flush().unwrap();
     let path = w.current_segment().unwrap().to_owned();
-    let disk = std::fs::metadata(&path).unwrap().len() - header;
+    let bytes = std::fs::read(&path).unwrap();
+    let disk = bytes.len() as u64 - header;
+    // Records as written (one per event in event mode, one per batch in interval mode).
+    let records = modelgate::recorder::format::scan(&bytes)
+        .unwrap()
+        .pieces
+        .len() as u64;
     drop(w);
     let _ = std::fs::remove_dir_all(&dir);
     Figures {
         disk,
         raw,
         records,
+        events: events_appended,
         append,
     }
 }
@@ -203,17 +211,12 @@ fn main() {
             let f = run(d, level, streams);
             let per_stream = f.disk as f64 / streams as f64;
             // How the ratio would look if records stored no 32-byte link (for comparison only).
-            let frames = if matches!(d, Durability::Event) {
-                f.records
-            } else {
-                f.disk / (64 << 10)
-            };
-            let without = f.raw as f64 / (f.disk as f64 - 32.0 * frames as f64);
+            let without = f.raw as f64 / (f.disk as f64 - 32.0 * f.records as f64);
             println!(
                 "{name:<26} {level:>5} {per_stream:>12.0} {:>9.1} {:>6.1}x {:>14.2} {:>13.1}x",
                 per_stream / EVENTS as f64,
                 f.raw as f64 / f.disk as f64,
-                f.append.as_secs_f64() * 1e6 / f.records as f64,
+                f.append.as_secs_f64() * 1e6 / f.events as f64,
                 without,
             );
         }

@@ -42,11 +42,11 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Adds one encoded event to the batch. In event mode body chunks (`Sync::Now`) write the
-    /// batch at once, so they are in the kernel before they are forwarded; session metadata
-    /// (`Sync::Deferred`: start, head, trailers, end) rides along with the next chunk or the next
-    /// upkeep tick. One record, one zstd frame and one `write(2)` per chunk instead of one per
-    /// event is most of what recording costs per request.
+    /// Adds one encoded event to the batch. In event mode body chunks and session ends
+    /// (`Sync::Now`) write the batch at once, so they are in the kernel before the bytes are
+    /// forwarded; the session start, response head and trailers (`Sync::Deferred`) ride along
+    /// with the next write. Fewer records, zstd frames and `write(2)`s per exchange are most of
+    /// what recording costs per request.
     pub(super) fn push(&mut self, sync: Sync, put: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         self.check_open()?;
         if self.active()?.len >= self.settings.segment_max_bytes {

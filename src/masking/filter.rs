@@ -34,14 +34,7 @@ pub fn filter_for(
     content_type: Option<&[u8]>,
     mode: Mode,
 ) -> Box<dyn BodyFilter> {
-    let essence = content_type
-        .map(|ct| {
-            let end = ct.iter().position(|&b| b == b';').unwrap_or(ct.len());
-            String::from_utf8_lossy(&ct[..end])
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default();
+    let essence = content_type.map(essence).unwrap_or_default();
     let inner: Box<dyn BodyFilter> = if essence == "text/event-stream" {
         Box::new(SseFilter::new(masker, mode))
     } else if essence == "application/json"
@@ -61,6 +54,23 @@ pub fn filter_for(
             verdict: Verdict::default(),
         }),
     }
+}
+
+/// The media type of a `Content-Type` value without parameters, lower-cased.
+fn essence(content_type: &[u8]) -> String {
+    let end = content_type
+        .iter()
+        .position(|&b| b == b';')
+        .unwrap_or(content_type.len());
+    String::from_utf8_lossy(&content_type[..end])
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// Whether [`filter_for`] treats a body of this type as SSE (whose stops end the body with an
+/// error event rather than cutting it).
+pub fn is_event_stream(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|ct| essence(ct) == "text/event-stream")
 }
 
 /// Plain text or unknown types: the body bytes are the text.

@@ -61,7 +61,7 @@ pub use config::{
     Action, BuiltinSetting, LiteralList, MaskConfigError, MaskingSection, RegexDetector,
 };
 pub use engine::Engine;
-pub use filter::{filter_for, BodyFilter};
+pub use filter::{filter_for, is_event_stream, BodyFilter};
 
 /// How a response is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

@@ -16,8 +16,10 @@ use super::body::{BodyStage, Stop};
 use super::Dir;
 use crate::error::{Error, ErrorKind};
 use crate::http::head::Fields;
-use crate::masking::{filter_for, BodyFilter, MaskError, Masker, Mode, Verdict};
-use crate::recorder::{offset_us, OnDiskError, SegmentWriter, SessionId, Trailers};
+use crate::masking::{filter_for, is_event_stream, BodyFilter, MaskError, Masker, Mode, Verdict};
+use crate::recorder::{
+    offset_us, OnDiskError, RecorderConfig, SegmentWriter, SessionId, Trailers, WriterSettings,
+};
 
 /// The worker's recorder: one segment writer, owned by the worker thread.
 ///
@@ -28,6 +30,35 @@ pub struct Recorder {
     pub writer: RefCell<SegmentWriter>,
     pub on_disk_error: OnDiskError,
     pub epoch: Cell<u64>,
+    settings: WriterSettings,
+    worker: u32,
+}
+
+impl Recorder {
+    pub fn open(config: &RecorderConfig, worker: u32) -> std::io::Result<Recorder> {
+        Ok(Recorder {
+            writer: RefCell::new(SegmentWriter::open(config.writer.clone(), worker)?),
+            on_disk_error: config.on_disk_error,
+            epoch: Cell::new(0),
+            settings: config.writer.clone(),
+            worker,
+        })
+    }
+
+    /// Starts a new segment after a failure. The failed segment is left as it is: every record
+    /// before the failure still verifies, and the new segment links to where the chain left off.
+    pub fn reopen(&self) {
+        match SegmentWriter::open(self.settings.clone(), self.worker) {
+            Ok(fresh) => {
+                *self.writer.borrow_mut() = fresh;
+                self.epoch.set(self.epoch.get() + 1);
+                tracing::info!(worker = self.worker, "session recording recovered");
+            }
+            Err(e) => {
+                tracing::debug!(worker = self.worker, error = %e, "session recording still unavailable")
+            }
+        }
+    }
 }
 
 /// One exchange's session in the recorder.
@@ -89,14 +120,10 @@ impl<'a> Stages<'a> {
         content_type: Option<&[u8]>,
         session: Option<&'a mut Session>,
     ) -> Self {
-        let sse = content_type.is_some_and(|ct| {
-            let essence = ct.split(|b| *b == b';').next().unwrap_or(ct);
-            crate::http::head::trim(essence).eq_ignore_ascii_case(b"text/event-stream")
-        });
         Stages {
             dir,
             mask: masking.map(|(masker, mode)| filter_for(masker, content_type, mode)),
-            sse,
+            sse: is_event_stream(content_type),
             session,
             out: BytesMut::new(),
         }

@@ -24,7 +24,6 @@ use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::config::{Config, DriverChoice};
 use crate::pipeline::{Generation, Recorder};
-use crate::recorder::{SegmentWriter, WriterSettings};
 use crate::upstream::Pool;
 pub use control::Control;
 pub use drain::Drain;
@@ -50,11 +49,7 @@ impl Worker {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(id);
         let recorder = match &config.recording {
-            Some(rec) => Some(Rc::new(Recorder {
-                writer: RefCell::new(SegmentWriter::open(rec.writer.clone(), id as u32)?),
-                on_disk_error: rec.on_disk_error,
-                epoch: Cell::new(0),
-            })),
+            Some(rec) => Some(Rc::new(Recorder::open(rec, id as u32)?)),
             None => None,
         };
         Ok(Worker {
@@ -203,7 +198,6 @@ fn run_worker(
                 return;
             }
         };
-        let config_recording = config.recording.clone();
         let worker = match Worker::new(id, config) {
             Ok(w) => Rc::new(w),
             Err(e) => {
@@ -211,12 +205,8 @@ fn run_worker(
                 std::process::exit(1);
             }
         };
-        if let (Some(recorder), Some(rec)) = (&worker.recorder, &config_recording) {
-            monoio::spawn(recorder_upkeep(
-                Rc::clone(recorder),
-                rec.writer.clone(),
-                id as u32,
-            ));
+        if let Some(recorder) = &worker.recorder {
+            monoio::spawn(recorder_upkeep(Rc::clone(recorder)));
         }
         accept_loop(&worker, listener, rx).await;
         drain(&worker).await;
@@ -275,7 +265,7 @@ async fn control_task(worker: Rc<Worker>, rx: async_channel::Receiver<Control>) 
 
 /// Time-driven recorder work: interval flushes, segment age rotation, fsync policy, retention,
 /// and replacing a failed writer once the disk takes writes again.
-async fn recorder_upkeep(recorder: Rc<Recorder>, settings: WriterSettings, worker: u32) {
+async fn recorder_upkeep(recorder: Rc<Recorder>) {
     let mut last_retention = Instant::now();
     let mut last_reopen = Instant::now();
     loop {
@@ -283,7 +273,7 @@ async fn recorder_upkeep(recorder: Rc<Recorder>, settings: WriterSettings, worke
         if recorder.writer.borrow().is_failed() {
             if last_reopen.elapsed() >= Duration::from_secs(1) {
                 last_reopen = Instant::now();
-                reopen(&recorder, &settings, worker);
+                recorder.reopen();
             }
             continue;
         }
@@ -297,19 +287,6 @@ async fn recorder_upkeep(recorder: Rc<Recorder>, settings: WriterSettings, worke
                 tracing::warn!(error = %e, "recording retention failed");
             }
         }
-    }
-}
-
-/// Starts a new segment after a failure. The failed segment is left as it is: every record
-/// before the failure still verifies, and the new segment links to where the chain left off.
-fn reopen(recorder: &Recorder, settings: &WriterSettings, worker: u32) {
-    match SegmentWriter::open(settings.clone(), worker) {
-        Ok(fresh) => {
-            *recorder.writer.borrow_mut() = fresh;
-            recorder.epoch.set(recorder.epoch.get() + 1);
-            tracing::info!(worker, "session recording recovered");
-        }
-        Err(e) => tracing::debug!(worker, error = %e, "session recording still unavailable"),
     }
 }
 

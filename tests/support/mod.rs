@@ -1,6 +1,7 @@
 //! Shared helpers for the black-box integration tests: the gateway as a child process
 //! ([`gateway`]), a raw HTTP/1.1 client ([`client`]), byte-level message parsing ([`http`]),
-//! mock upstreams ([`upstream`]) and streaming mocks ([`sse`]).
+//! mock upstreams ([`upstream`]), streaming mocks ([`sse`]) and an OIDC identity provider with its
+//! test PKI ([`idp`]).
 //!
 //! Everything runs on 127.0.0.1 with std threads; every blocking step has a failure guard
 //! ([`http::GUARD`]) and nothing asserts on elapsed time.
@@ -10,6 +11,7 @@
 pub mod client;
 pub mod gateway;
 pub mod http;
+pub mod idp;
 pub mod script;
 pub mod sse;
 pub mod upstream;
@@ -17,6 +19,7 @@ pub mod upstream;
 pub use client::{assert_error, assert_generated_id, get, one_shot, post, Client};
 pub use gateway::{basic_config, compose_config, temp_dir, Driver, Gateway, BIN};
 pub use http::{chunk, chunked_body, contains, response, Framing, Head, Message, GUARD};
+pub use idp::{gen_ec, gen_rsa, jwt_parts, Idp, IdpClient, IdpConfig, Pki};
 pub use script::{
     chat_event, chat_stream, client_script, event_content, event_json, have_openai_sdk,
     modelgate_cli, run_guarded, script_upstream, BodyFraming, CliOutput, Script,

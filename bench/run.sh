@@ -317,6 +317,7 @@ id = "all"
 path_prefix = "/"
 upstream = "origin"
 class = "inference"
+auth = "none"
 EOF
 }
 

@@ -38,6 +38,7 @@ id = "openai"
 path_prefix = "/v1/"
 upstream = "demo-model"
 class = "inference"
+auth = "none"
 "#
     );
     let config = Config::parse(Path::new("<demo config>"), &source)

@@ -52,6 +52,14 @@ pub enum ErrorKind {
     Masking(crate::masking::MaskError),
     /// The session recorder cannot write and recording fails closed.
     RecorderUnavailable,
+    /// No valid bearer token. The cause is logged, never sent: it would help an attacker.
+    Unauthenticated(crate::identity::AuthError),
+    /// The issuer's keys could not be fetched (never, or not for `max_stale`).
+    IdentityUnavailable,
+    /// A policy rule (or the default) denies the request; the rule id is named.
+    Forbidden(std::sync::Arc<str>),
+    /// A policy rule holds the request for an approver, which is not available yet.
+    ApprovalRequired(std::sync::Arc<str>),
 }
 
 #[derive(Debug)]
@@ -119,6 +127,10 @@ impl Error {
             ErrorKind::Masking(crate::masking::MaskError::Blocked { .. }) => (403, "blocked"),
             ErrorKind::Masking(_) => (500, "masking_failed"),
             ErrorKind::RecorderUnavailable => (503, "recording_unavailable"),
+            ErrorKind::Unauthenticated(_) => (401, "unauthenticated"),
+            ErrorKind::IdentityUnavailable => (503, "identity_unavailable"),
+            ErrorKind::Forbidden(_) => (403, "forbidden"),
+            ErrorKind::ApprovalRequired(_) => (403, "approval_required"),
         }
     }
 }
@@ -144,6 +156,20 @@ impl fmt::Display for Error {
             ErrorKind::RecorderUnavailable => f.write_str(
                 "session recording is unavailable; requests are refused until it recovers",
             ),
+            ErrorKind::Unauthenticated(crate::identity::AuthError::Missing) => {
+                f.write_str("a bearer token is required")
+            }
+            ErrorKind::Unauthenticated(_) => f.write_str("invalid_token"),
+            ErrorKind::IdentityUnavailable => {
+                f.write_str("identity provider keys unavailable; try again later")
+            }
+            ErrorKind::Forbidden(rule) => write!(f, "denied by policy rule {rule:?}"),
+            ErrorKind::ApprovalRequired(rule) => {
+                write!(
+                    f,
+                    "policy rule {rule:?} requires approval, which is not available"
+                )
+            }
         }
     }
 }

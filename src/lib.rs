@@ -6,8 +6,12 @@
 //! client ─▶ accept            runtime/     one SO_REUSEPORT listener per worker thread
 //!        ─▶ HTTP/1.1 codec    server.rs    heads parsed strictly (http/head.rs); 400/414/431
 //!        ─▶ route             route.rs     host + path prefix → upstream group, endpoint class; 404
-//!        ─▶ session start     pipeline/record.rs  the recorder opens the exchange (503 if down)
-//!        ─▶ [authn, policy, approval: stages to come, each a step in pipeline::proxy]
+//!        ─▶ admission         pipeline/admit.rs  identity (identity/: bearer JWT, cached per
+//!                             worker; 401/503) ─▶ model (path or JSON body prefix, policy/model.rs)
+//!                             ─▶ policy (policy/: first matching rule, deny by default; 403)
+//!        ─▶ session start     pipeline/record.rs  the recorder opens the exchange with who,
+//!                             which model and the decision, refusals included (503 if down)
+//!        ─▶ [approval: the hold decision's stage to come]
 //!        ─▶ upstream          upstream.rs  least-outstanding endpoint, keep-alive pool; 502/504
 //!        ─▶ request body      pipeline/body.rs  streamed chunk by chunk, re-framed
 //!                             pipeline/stages.rs  (prompt masking, recording) per chunk
@@ -31,9 +35,11 @@ pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod http;
+pub mod identity;
 pub mod log;
 pub mod masking;
 pub mod pipeline;
+pub mod policy;
 pub mod recorder;
 pub mod route;
 pub mod runtime;

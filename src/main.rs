@@ -50,6 +50,20 @@ enum Command {
         #[command(subcommand)]
         command: recorder::RecorderCommand,
     },
+    /// Identity assertion keys.
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCommand {
+    /// Write a new P-256 signing key (PKCS#8 PEM, mode 0600) for `upstream_assertion.key_file`.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,6 +89,33 @@ fn main() -> ExitCode {
         Command::Sessions { command } => recorder::sessions(command),
         Command::Verify(args) => recorder::verify(args),
         Command::Recorder { command } => recorder::recorder(command),
+        Command::Identity {
+            command: IdentityCommand::Keygen { out },
+        } => keygen(&out),
+    }
+}
+
+fn keygen(out: &std::path::Path) -> ExitCode {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let written = modelgate::identity::assertion::generate_pem().and_then(|pem| {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(out)
+            .and_then(|mut f| f.write_all(pem.as_bytes()))
+            .map_err(|e| format!("{}: {e}", out.display()))
+    });
+    match written {
+        Ok(()) => {
+            println!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::masking::Mode;
+use crate::policy::classes::{classify, Api};
 
 /// Which hosts a route applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,11 +50,37 @@ pub struct Route {
     /// Index into `Config::upstreams`.
     pub upstream: usize,
     /// Endpoint class (`inference`, `management`, …) for the policy stage.
-    pub class: Arc<str>,
+    pub class: ClassOf,
+    /// Requests need a verified token and an allowing policy rule (`auth = "required"`).
+    pub auth_required: bool,
+    /// The one model this route serves, when its server hosts one.
+    pub model: Option<Arc<str>>,
     /// Response masking on this route (`None`: off).
     pub masking: Option<Mode>,
     /// Mask request bodies (prompts) too.
     pub mask_requests: bool,
+}
+
+/// Where a request's endpoint class comes from.
+#[derive(Debug, Clone)]
+pub enum ClassOf {
+    /// One class for the whole route.
+    Fixed(Arc<str>),
+    /// The built-in endpoint table of a server API, per method and path.
+    Api(Api),
+}
+
+impl Route {
+    /// The endpoint class of `method path` (query allowed) on this route.
+    pub fn class_of(&self, method: &str, path: &str) -> Arc<str> {
+        match &self.class {
+            ClassOf::Fixed(c) => Arc::clone(c),
+            ClassOf::Api(api) => {
+                let path = path.split('?').next().unwrap_or(path);
+                classify(*api, method, path).into()
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -108,7 +135,9 @@ mod tests {
             host: HostMatch::parse(host),
             path_prefix: prefix.into(),
             upstream: 0,
-            class: "inference".into(),
+            class: ClassOf::Fixed("inference".into()),
+            auth_required: false,
+            model: None,
             masking: None,
             mask_requests: false,
         }

@@ -46,6 +46,7 @@ host = "api.example.com"
 path_prefix = "/v1/"
 upstream = "models"
 class = "inference"
+auth = "none"
 "#;
 
 const MINIMAL_TAIL: &str = r#"
@@ -58,6 +59,7 @@ id = "main"
 path_prefix = "/"
 upstream = "models"
 class = "inference"
+auth = "none"
 "#;
 
 fn check_config(text: &str) -> (String, Output) {
@@ -188,7 +190,7 @@ fn route_naming_an_unknown_upstream_is_rejected_at_that_line() {
 
 #[test]
 fn duplicate_route_id_is_rejected_at_the_second_one() {
-    let text = format!("{MINIMAL_TAIL}\n[[route]]\nid = \"main\"\npath_prefix = \"/v2/\"\nupstream = \"models\"\nclass = \"inference\"\n");
+    let text = format!("{MINIMAL_TAIL}\n[[route]]\nid = \"main\"\npath_prefix = \"/v2/\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n");
     let second = text
         .lines()
         .enumerate()

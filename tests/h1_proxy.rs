@@ -148,7 +148,7 @@ on_both_drivers! {
     fn expect_100_continue_for_an_unmatched_route_gets_the_final_404_without_100(driver) {
         let up = Upstream::ok("unreachable");
         let config = format!(
-            "[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\n\n[[route]]\nid = \"v1\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\nclass = \"inference\"\n",
+            "[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\n\n[[route]]\nid = \"v1\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n",
             up.url()
         );
         let gw = Gateway::start_with(driver, &config);

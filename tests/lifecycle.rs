@@ -17,7 +17,7 @@ fn routes_config(extra: &str, routes: &[(&str, &str, &str)]) -> String {
     let mut out = format!("{extra}\n");
     for (id, prefix, endpoint) in routes {
         out.push_str(&format!(
-            "\n[[upstream]]\nname = \"up-{id}\"\nendpoints = [\"{endpoint}\"]\n\n[[route]]\nid = \"{id}\"\npath_prefix = \"{prefix}\"\nupstream = \"up-{id}\"\nclass = \"inference\"\n"
+            "\n[[upstream]]\nname = \"up-{id}\"\nendpoints = [\"{endpoint}\"]\n\n[[route]]\nid = \"{id}\"\npath_prefix = \"{prefix}\"\nupstream = \"up-{id}\"\nclass = \"inference\"\nauth = \"none\"\n"
         ));
     }
     out

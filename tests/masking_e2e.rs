@@ -43,7 +43,7 @@ fn config(upstream: &str, extra: &str, routes: &[(&str, &str, &str)]) -> String 
     );
     for (id, prefix, keys) in routes {
         out.push_str(&format!(
-            "\n[[route]]\nid = \"{id}\"\npath_prefix = \"{prefix}\"\nupstream = \"models\"\nclass = \"inference\"\n{keys}\n"
+            "\n[[route]]\nid = \"{id}\"\npath_prefix = \"{prefix}\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n{keys}\n"
         ));
     }
     out

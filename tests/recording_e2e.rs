@@ -24,7 +24,7 @@ mode = "enforce"
 /// `main` on `/v1/` (anything else has no route).
 fn rec_config(upstream: &str, dir: &Path, rec_extra: &str, masking: bool, server: &str) -> String {
     format!(
-        "{server}\n[recording]\nenabled = true\ndir = \"{}\"\ndurability = \"event\"\n{rec_extra}\n{}\n[[upstream]]\nname = \"models\"\nendpoints = [\"{upstream}\"]\n\n[[route]]\nid = \"main\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\nclass = \"inference\"\n",
+        "{server}\n[recording]\nenabled = true\ndir = \"{}\"\ndurability = \"event\"\n{rec_extra}\n{}\n[[upstream]]\nname = \"models\"\nendpoints = [\"{upstream}\"]\n\n[[route]]\nid = \"main\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n",
         dir.display(),
         if masking { MASKING } else { "" },
     )

@@ -366,7 +366,7 @@ on_both_drivers! {
 fn unmatched_path_or_host_gets_404_and_the_upstream_is_not_contacted() {
     let up = Upstream::ok("should not be reached");
     let config = format!(
-        "[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\n\n[[route]]\nid = \"openai\"\nhost = \"api.example.com\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\nclass = \"inference\"\n",
+        "[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\n\n[[route]]\nid = \"openai\"\nhost = \"api.example.com\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n",
         up.url()
     );
     let gw = Gateway::start(&config);

@@ -9,7 +9,7 @@ use support::*;
 
 fn two_endpoint_config(a: &str, b: &str) -> String {
     format!(
-        "[[upstream]]\nname = \"models\"\nendpoints = [\"{a}\", \"{b}\"]\nfail_backoff = \"60s\"\n\n[[route]]\nid = \"main\"\npath_prefix = \"/\"\nupstream = \"models\"\nclass = \"inference\"\n"
+        "[[upstream]]\nname = \"models\"\nendpoints = [\"{a}\", \"{b}\"]\nfail_backoff = \"60s\"\n\n[[route]]\nid = \"main\"\npath_prefix = \"/\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n"
     )
 }
 
@@ -140,7 +140,7 @@ on_both_drivers! {
         let gate = Lockstep::new();
         let up = named_endpoint("only", gate.clone());
         let config = format!(
-            "[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\nmax_idle_per_endpoint = 1\n\n[[route]]\nid = \"main\"\npath_prefix = \"/\"\nupstream = \"models\"\nclass = \"inference\"\n",
+            "[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\nmax_idle_per_endpoint = 1\n\n[[route]]\nid = \"main\"\npath_prefix = \"/\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n",
             up.url()
         );
         let gw = Gateway::start_with(driver, &config);

@@ -23,6 +23,8 @@ fuzz_target!(|data: &[u8]| {
         client_ip: "127.0.0.1",
         proto: "http",
         request_id: "fuzz",
+        drop: &["authorization"],
+        identity: Some(("x-modelgate-identity", "a.b.c")),
     };
     let mut out = BytesMut::new();
     encode_request_head(&head, head.framing, &fwd, &mut out);

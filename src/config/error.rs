@@ -108,6 +108,25 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A section's validation error before it is placed in the file: the dotted key, what is wrong
+/// and how to fix it. [`ConfigError::at_key`] turns it into a located error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyError {
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl KeyError {
+    pub fn new(key: &str, message: &str, fix: &str) -> Self {
+        KeyError {
+            key: key.to_owned(),
+            message: message.to_owned(),
+            fix: fix.to_owned(),
+        }
+    }
+}
+
 /// Byte offset of `dotted`'s line: the longest table prefix that has a header (`[t]`, or the
 /// n-th `[[t]]` for `t[n]`), then the first remaining key inside that table, else the header.
 fn locate(source: &str, dotted: &str) -> Option<usize> {

@@ -16,13 +16,15 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use error::ConfigError;
+pub use error::{ConfigError, KeyError};
 use values::Addr;
 pub use values::{DriverChoice, Dur, LogFormat};
 
+use crate::identity::{IdentityConfig, IdentitySection};
 use crate::masking::{Masker, MaskingSection, Mode};
+use crate::policy::{classes, Policy, PolicySection};
 use crate::recorder::{RecorderConfig, RecordingSection};
-use crate::route::{HostMatch, Route, Router};
+use crate::route::{ClassOf, HostMatch, Route, Router};
 
 /// The validated configuration a worker runs with. Shared read-only (`Arc`) between workers and
 /// swapped whole on reload.
@@ -39,6 +41,11 @@ pub struct Config {
     pub masker: Option<Arc<Masker>>,
     /// Session recording, when `[recording] enabled = true`.
     pub recording: Option<RecorderConfig>,
+    /// Token verification, when `[identity]` names issuers.
+    pub identity: Option<Arc<IdentityConfig>>,
+    pub policy: Policy,
+    /// The admin listener (JWKS of the identity assertion), when `[admin] listen` is set.
+    pub admin: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +113,15 @@ mod file {
         pub route: Vec<Route>,
         pub masking: Option<MaskingSection>,
         pub recording: Option<RecordingSection>,
+        pub identity: Option<IdentitySection>,
+        pub policy: Option<PolicySection>,
+        pub admin: Option<Admin>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Admin {
+        pub listen: Addr,
     }
 
     #[derive(Deserialize)]
@@ -222,13 +238,31 @@ mod file {
         #[serde(default = "default_prefix")]
         pub path_prefix: Spanned<String>,
         pub upstream: Spanned<String>,
-        pub class: String,
+        /// One endpoint class for the whole route; or `api` to classify each request.
+        #[serde(default)]
+        pub class: Option<String>,
+        /// `openai`, `vllm`, `tgi`, `llamacpp` or `kserve`: the built-in endpoint classes.
+        #[serde(default)]
+        pub api: Option<Spanned<String>>,
+        /// `required` (default): a verified token and an allowing policy rule; `none`: open.
+        #[serde(default)]
+        pub auth: Option<Spanned<RouteAuth>>,
+        /// The model this route serves, for servers that host one (TGI, llama.cpp).
+        #[serde(default)]
+        pub model: Option<String>,
         /// `enforce`, `detect` or `off`; default: `[masking] mode` when masking is enabled.
         #[serde(default)]
         pub masking: Option<Spanned<RouteMasking>>,
         /// Also mask request bodies (prompts) on this route.
         #[serde(default)]
         pub mask_requests: bool,
+    }
+
+    #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+    #[serde(rename_all = "lowercase")]
+    pub enum RouteAuth {
+        Required,
+        None,
     }
 
     #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -322,8 +356,18 @@ impl Config {
             None => None,
         };
 
+        let identity = match &root.identity {
+            Some(section) if !section.issuer.is_empty() => {
+                let base = path.parent().unwrap_or(Path::new("."));
+                let id = IdentityConfig::compile(section, base)
+                    .map_err(|e| ConfigError::at_key(path, source, &e.key, &e.message, &e.fix))?;
+                Some(Arc::new(id))
+            }
+            _ => None,
+        };
+
         let mut routes: Vec<Route> = Vec::new();
-        for r in &root.route {
+        for (i, r) in root.route.iter().enumerate() {
             if routes.iter().any(|x| *x.id == **r.id.get_ref()) {
                 return Err(err(
                     r.id.span(),
@@ -371,12 +415,42 @@ impl Config {
                 (None, Some((_, default))) => Some(*default),
                 (None, None) => None,
             };
+            let class = match (&r.class, &r.api) {
+                (Some(c), None) => ClassOf::Fixed(c.as_str().into()),
+                (None, Some(api)) => ClassOf::Api(classes::Api::parse(api.get_ref()).ok_or_else(|| {
+                    err(
+                        api.span(),
+                        &format!("unknown api {:?}", api.get_ref()),
+                        &format!("use one of: {}", classes::Api::NAMES.join(", ")),
+                    )
+                })?),
+                _ => {
+                    return Err(ConfigError::at_key(
+                        path,
+                        source,
+                        &format!("route[{i}].class"),
+                        "a route needs exactly one of class and api",
+                        "set api = \"openai\" (or vllm, tgi, llamacpp, kserve) to classify each request, or class = \"inference\" for the whole route",
+                    ))
+                }
+            };
+            let auth_required =
+                r.auth.as_ref().map(|a| *a.get_ref()) != Some(file::RouteAuth::None);
+            if auth_required && identity.is_none() {
+                return Err(err(
+                    r.auth.as_ref().map_or(r.id.span(), |a| a.span()),
+                    &format!("route {:?} requires authentication (the default) but no [[identity.issuer]] is configured", r.id.get_ref()),
+                    "add an [[identity.issuer]] section, or set auth = \"none\" on a route that is deliberately open",
+                ));
+            }
             routes.push(Route {
                 id: r.id.get_ref().as_str().into(),
                 host: HostMatch::parse(r.host.as_deref()),
                 path_prefix: r.path_prefix.get_ref().clone(),
                 upstream,
-                class: r.class.as_str().into(),
+                class,
+                auth_required,
+                model: r.model.as_deref().map(Into::into),
                 masking,
                 mask_requests: r.mask_requests && masking.is_some(),
             });
@@ -388,6 +462,19 @@ impl Config {
                 "add at least one [[route]] with path_prefix, upstream and class",
             ));
         }
+
+        let policy = {
+            let route_ids: Vec<&str> = routes.iter().map(|r| &*r.id).collect();
+            let mut class_names: Vec<&str> = crate::policy::CLASSES.to_vec();
+            for r in &routes {
+                if let ClassOf::Fixed(c) = &r.class {
+                    class_names.push(c);
+                }
+            }
+            let section = root.policy.unwrap_or_default();
+            Policy::compile(&section, &route_ids, &class_names)
+                .map_err(|e| ConfigError::at_key(path, source, &e.key, &e.message, &e.fix))?
+        };
 
         let t = &root.timeouts;
         let workers = match root.server.workers {
@@ -425,6 +512,9 @@ impl Config {
             router: Router::new(routes),
             masker: masker.map(|(m, _)| m),
             recording,
+            identity,
+            policy,
+            admin: root.admin.map(|a| a.listen.0),
         })
     }
 }
@@ -437,7 +527,7 @@ mod tests {
         Config::parse(Path::new("test.toml"), src)
     }
 
-    const MIN: &str = "[[upstream]]\nname = \"m\"\nendpoints = [\"127.0.0.1:1\"]\n[[route]]\nid = \"r\"\nupstream = \"m\"\nclass = \"inference\"\n";
+    const MIN: &str = "[[upstream]]\nname = \"m\"\nendpoints = [\"127.0.0.1:1\"]\n[[route]]\nid = \"r\"\nupstream = \"m\"\nclass = \"inference\"\nauth = \"none\"\n";
 
     #[test]
     fn reference_file_is_valid() {

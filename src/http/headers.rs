@@ -71,6 +71,11 @@ pub struct Forwarding<'a> {
     pub client_ip: &'a str,
     pub proto: &'a str,
     pub request_id: &'a str,
+    /// Client fields never forwarded (`authorization`, and the identity assertion's header so
+    /// a client cannot forge one).
+    pub drop: &'a [&'a str],
+    /// The identity assertion: header name and signed value.
+    pub identity: Option<(&'a str, &'a str)>,
 }
 
 /// Writes the upstream request head: origin-form target, the client's end-to-end fields,
@@ -101,7 +106,11 @@ pub fn encode_request_head(
             &req.fields,
             name,
             &["expect", "x-request-id", "x-forwarded-proto"],
-        ) {
+        ) || fwd
+            .drop
+            .iter()
+            .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+        {
             continue;
         }
         host_written |= name.eq_ignore_ascii_case(b"host");
@@ -119,6 +128,9 @@ pub fn encode_request_head(
     put_field(out, b"x-forwarded-proto", fwd.proto.as_bytes());
     put_field(out, b"via", via_token(req.http11));
     put_field(out, b"x-request-id", fwd.request_id.as_bytes());
+    if let Some((name, value)) = fwd.identity {
+        put_field(out, name.as_bytes(), value.as_bytes());
+    }
     if wants_trailers(&req.fields) {
         put_field(out, b"te", b"trailers");
     }
@@ -195,4 +207,15 @@ pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
+}
+
+/// The media type of a `Content-Type` value without parameters, lower-cased.
+pub fn media_type(content_type: &[u8]) -> String {
+    let end = content_type
+        .iter()
+        .position(|&b| b == b';')
+        .unwrap_or(content_type.len());
+    String::from_utf8_lossy(&content_type[..end])
+        .trim()
+        .to_ascii_lowercase()
 }

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use super::json::JsonFilter;
 use super::sse::SseFilter;
 use super::{Engine, MaskError, Masker, Mode, Verdict};
+use crate::http::headers::media_type;
 
 /// A streaming response-body filter.
 pub trait BodyFilter {
@@ -34,7 +35,7 @@ pub fn filter_for(
     content_type: Option<&[u8]>,
     mode: Mode,
 ) -> Box<dyn BodyFilter> {
-    let essence = content_type.map(essence).unwrap_or_default();
+    let essence = content_type.map(media_type).unwrap_or_default();
     let inner: Box<dyn BodyFilter> = if essence == "text/event-stream" {
         Box::new(SseFilter::new(masker, mode))
     } else if essence == "application/json"
@@ -56,21 +57,10 @@ pub fn filter_for(
     }
 }
 
-/// The media type of a `Content-Type` value without parameters, lower-cased.
-fn essence(content_type: &[u8]) -> String {
-    let end = content_type
-        .iter()
-        .position(|&b| b == b';')
-        .unwrap_or(content_type.len());
-    String::from_utf8_lossy(&content_type[..end])
-        .trim()
-        .to_ascii_lowercase()
-}
-
 /// Whether [`filter_for`] treats a body of this type as SSE (whose stops end the body with an
 /// error event rather than cutting it).
 pub fn is_event_stream(content_type: Option<&[u8]>) -> bool {
-    content_type.is_some_and(|ct| essence(ct) == "text/event-stream")
+    content_type.is_some_and(|ct| media_type(ct) == "text/event-stream")
 }
 
 /// Plain text or unknown types: the body bytes are the text.

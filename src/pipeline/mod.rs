@@ -10,6 +10,7 @@
 //! the access log (and later the recorder) reads. Any failure is an [`Error`] that travels back
 //! here, and [`rescue`] is the one place that turns it into a response.
 
+mod admit;
 mod body;
 mod record;
 pub mod rescue;
@@ -27,7 +28,9 @@ use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
 use crate::http::headers::{encode_request_head, encode_response_head, Forwarding};
 use crate::http::{parse_response, BodyFraming, RequestHead, ResponseHead};
+use crate::identity::{Authenticator, Verified};
 use crate::masking::Verdict;
+use crate::policy::Decision;
 use crate::upstream::Pool;
 pub use body::Dir;
 use body::{transfer, Transfer};
@@ -64,6 +67,16 @@ pub struct RequestCtx {
     pub session: Option<Session>,
     /// What masking found in this exchange (request and response together).
     pub masking: Option<Verdict>,
+    /// The verified caller (routes with `auth = "required"`).
+    pub identity: Option<Rc<Verified>>,
+    /// The model the request names, if it could be read.
+    pub model: Option<String>,
+    /// The policy decision and the rule that made it.
+    pub decision: Option<Decision>,
+    /// `100 Continue` already went to the client (the model was read from the body).
+    pub continue_sent: bool,
+    /// The model was read from the body's first bytes; the rest must not contradict it.
+    pub model_from_body: bool,
     /// The response head went to the client: errors can no longer become error responses.
     pub response_started: bool,
     /// The request body was read to its end (or there was none), so the connection can carry
@@ -96,6 +109,8 @@ pub struct Generation {
     pub pools: Vec<Rc<Pool>>,
     /// The worker's session recorder (kept across reloads), when recording is on.
     pub recorder: Option<Rc<Recorder>>,
+    /// Token verification with this worker's token cache, when `[identity]` is configured.
+    pub auth: Option<Authenticator>,
 }
 
 impl RequestCtx {
@@ -120,6 +135,11 @@ impl RequestCtx {
             error: None,
             session: None,
             masking: None,
+            identity: None,
+            model: None,
+            decision: None,
+            continue_sent: false,
+            model_from_body: false,
             response_started: false,
             request_done: false,
             outcome: Outcome::Rejected,
@@ -181,16 +201,22 @@ async fn proxy(
     let config = &generation.config;
     let t = &config.timeouts;
 
-    // Route: deny by default. The session starts before the verdict so refusals are recorded.
+    // Route, then admission (identity, model, policy): deny by default. The session starts
+    // after the verdict, so it carries who asked and why they were refused.
     let route = config.router.find(&head.host, &head.path);
-    if let Some(route) = route {
-        ctx.route_id = Some(Arc::clone(&route.id));
-        ctx.class = Some(Arc::clone(&route.class));
-    }
+    let admitted = match route {
+        Some(route) => {
+            ctx.route_id = Some(Arc::clone(&route.id));
+            ctx.class = Some(route.class_of(head.method.as_str(), &head.path));
+            admit::admit(ctx, client, head, route, generation).await
+        }
+        None => Err(Error::downstream(ErrorKind::NoRoute)),
+    };
     record::start(ctx, head, generation.recorder.as_ref())?;
-    let route = route.ok_or(Error::downstream(ErrorKind::NoRoute))?;
-
-    // [authn ─▶ policy ─▶ approval: the stages of the identity and approval issues go here]
+    admitted?;
+    let Some(route) = route else {
+        return Err(Error::downstream(ErrorKind::NoRoute));
+    };
 
     // Upstream: choose an endpoint and connect (retries happen only here, before any byte).
     let pool = &generation.pools[route.upstream];
@@ -198,7 +224,7 @@ async fn proxy(
     ctx.upstream = Some(format!("{}/{}", pool.name(), pool.endpoint(&lease)));
 
     // The gateway answers `Expect: 100-continue` itself, now that the request will go through.
-    if head.expect_continue && head.framing != BodyFraming::Empty {
+    if head.expect_continue && head.framing != BodyFraming::Empty && !ctx.continue_sent {
         client
             .write(
                 Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"),
@@ -218,10 +244,23 @@ async fn proxy(
     };
     let mut out = BytesMut::new();
     let client_ip = ctx.client_ip.to_string();
+    let identity = config.identity.as_deref();
+    let assertion = identity
+        .and_then(|i| i.assertion.as_deref().zip(ctx.identity.as_ref()))
+        .and_then(|(signer, who)| who.assertion(signer, pool.name()));
+    let never_forward: &[&str] = match identity {
+        Some(i) if !i.forward_client_authorization => &["authorization", &i.assertion_header],
+        Some(i) => &[&i.assertion_header],
+        None => &[crate::identity::config::DEFAULT_ASSERTION_HEADER],
+    };
     let fwd = Forwarding {
         client_ip: &client_ip,
         proto: "http",
         request_id: &ctx.request_id,
+        drop: never_forward,
+        identity: identity
+            .zip(assertion.as_deref())
+            .map(|(i, a)| (i.assertion_header.as_str(), a)),
     };
     encode_request_head(head, to_upstream, &fwd, &mut out);
     let up = Transfer {
@@ -237,6 +276,9 @@ async fn proxy(
         content_type,
         ctx.session.as_mut(),
     );
+    if ctx.model_from_body {
+        stages.guard_model(ctx.model.clone());
+    }
     let sent = transfer(
         client,
         head.framing,

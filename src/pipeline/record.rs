@@ -10,6 +10,7 @@ use super::{Outcome, RequestCtx};
 use crate::error::{Error, ErrorKind};
 use crate::http::head::Fields;
 use crate::http::{RequestHead, ResponseHead};
+use crate::policy::Effect;
 use crate::recorder::{self, EndReason, Head, OnDiskError, SessionEnd, SessionStart, Timing};
 
 /// Opens the exchange's session. A recorder that already failed refuses new requests (503) when
@@ -36,12 +37,26 @@ pub fn start(
         wall_time_us: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64),
-        identity: None,
+        identity: ctx.identity.as_ref().map(|v| recorder::model::Identity {
+            subject: v.identity.subject.clone(),
+            groups: v.identity.groups.clone(),
+            issuer: Some(v.identity.issuer.clone()),
+        }),
         client_addr: Some(std::net::SocketAddr::new(ctx.client_ip, 0)),
         route: ctx.route_id.as_deref().map(str::to_owned),
         endpoint_class: ctx.class.as_deref().map(str::to_owned),
-        model: None,
-        decision: None,
+        model: ctx.model.clone(),
+        decision: ctx
+            .decision
+            .as_ref()
+            .map(|d| recorder::model::PolicyDecision {
+                action: match d.effect {
+                    Effect::Allow => recorder::model::Action::Allow,
+                    Effect::Deny => recorder::model::Action::Deny,
+                    Effect::Hold => recorder::model::Action::Hold,
+                },
+                rule: Some(d.rule.to_string()),
+            }),
         approval_id: None,
         request: Head {
             method: head.method.as_str().to_owned(),
@@ -100,7 +115,7 @@ pub fn end(ctx: &mut RequestCtx) {
         Outcome::ClientGone => EndReason::ClientGone,
         Outcome::UpstreamFailed => EndReason::UpstreamDied,
         Outcome::Blocked => EndReason::Denied,
-        Outcome::Rejected if ctx.status == 404 || ctx.status == 403 => EndReason::Denied,
+        Outcome::Rejected if matches!(ctx.status, 401 | 403 | 404) => EndReason::Denied,
         Outcome::Rejected => EndReason::Rejected,
     };
     let masking = ctx.masking.as_ref().map_or_else(Default::default, |v| {

@@ -13,6 +13,7 @@ use super::{Next, Outcome, RequestCtx};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind, Side};
+use crate::identity::AuthError;
 
 /// Answers (or ends) the request after `err` and says whether the connection can go on.
 pub async fn rescue(
@@ -41,7 +42,14 @@ pub async fn rescue(
     }
     // A body still in flight cannot be skipped reliably, and a client that sent garbage or
     // stalled gets no second chance: close rather than guess where the next request starts.
-    let client_at_fault = err.side == Side::Downstream && !matches!(err.kind, ErrorKind::NoRoute);
+    let client_at_fault = err.side == Side::Downstream
+        && !matches!(
+            err.kind,
+            ErrorKind::NoRoute
+                | ErrorKind::Unauthenticated(_)
+                | ErrorKind::Forbidden(_)
+                | ErrorKind::ApprovalRequired(_)
+        );
     // A blocked exchange ends the conversation too: the upstream body was abandoned mid-way.
     let blocked = matches!(err.kind, ErrorKind::Masking(_));
     let next = if ctx.request_done && !must_close && !client_at_fault && !blocked {
@@ -74,6 +82,17 @@ pub fn error_response(err: &Error, request_id: &str, close: bool) -> Bytes {
     out.put_slice(b"content-type: application/json\r\n");
     out.put_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
     out.put_slice(format!("x-request-id: {request_id}\r\n").as_bytes());
+    // RFC 6750 §3: a missing token gets the bare challenge, a bad one `invalid_token` and
+    // nothing more specific.
+    match &err.kind {
+        ErrorKind::Unauthenticated(AuthError::Missing) => {
+            out.put_slice(b"www-authenticate: Bearer realm=\"modelgate\"\r\n")
+        }
+        ErrorKind::Unauthenticated(_) => out.put_slice(
+            b"www-authenticate: Bearer realm=\"modelgate\", error=\"invalid_token\"\r\n",
+        ),
+        _ => {}
+    }
     if close {
         out.put_slice(b"connection: close\r\n");
     }
@@ -89,6 +108,8 @@ fn json_string(s: &str) -> String {
 fn reason(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         408 => "Request Timeout",
         414 => "URI Too Long",

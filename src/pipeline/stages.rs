@@ -17,6 +17,7 @@ use super::Dir;
 use crate::error::{Error, ErrorKind};
 use crate::http::head::Fields;
 use crate::masking::{filter_for, is_event_stream, BodyFilter, MaskError, Masker, Mode, Verdict};
+use crate::policy::model::{ModelScan, Scan};
 use crate::recorder::{
     offset_us, OnDiskError, RecorderConfig, SegmentWriter, SessionId, Trailers, WriterSettings,
 };
@@ -109,6 +110,9 @@ pub struct Stages<'a> {
     sse: bool,
     session: Option<&'a mut Session>,
     out: BytesMut,
+    /// Request bodies whose model the policy read from their first bytes: the model decided on,
+    /// and a scan of the whole body that refuses a second `model` member.
+    model_guard: Option<(ModelScan, Option<String>)>,
 }
 
 impl<'a> Stages<'a> {
@@ -126,6 +130,38 @@ impl<'a> Stages<'a> {
             sse: is_event_stream(content_type),
             session,
             out: BytesMut::new(),
+            model_guard: None,
+        }
+    }
+
+    /// Checks the whole body against the model the policy decided on: JSON parsers disagree on
+    /// which of two `model` members wins, so a body with two is refused rather than forwarded.
+    pub fn guard_model(&mut self, decided: Option<String>) {
+        self.model_guard = Some((ModelScan::new(), decided));
+    }
+
+    fn check_model(&mut self, data: &[u8], end: bool) -> Result<(), Stop> {
+        let Some((scan, decided)) = self.model_guard.as_mut() else {
+            return Ok(());
+        };
+        let verdict = match end {
+            false => scan.feed(data),
+            true => scan.finish(),
+        };
+        let ok = match verdict {
+            Scan::Invalid(_) => false,
+            Scan::Found(m) => decided.as_deref() == Some(m.as_str()),
+            Scan::NeedMore | Scan::Absent => !end || decided.is_none(),
+        };
+        match ok {
+            true => Ok(()),
+            false => Err(Stop {
+                last: Bytes::new(),
+                ends_body: false,
+                error: Error::downstream(ErrorKind::BadRequest(
+                    "request body contradicts the model it was admitted for",
+                )),
+            }),
         }
     }
 
@@ -179,6 +215,7 @@ impl<'a> Stages<'a> {
 
 impl BodyStage for Stages<'_> {
     fn chunk(&mut self, data: Bytes) -> Result<Bytes, Stop> {
+        self.check_model(&data, false)?;
         let out = match self.mask.as_mut() {
             None => data,
             Some(filter) => {
@@ -191,6 +228,7 @@ impl BodyStage for Stages<'_> {
     }
 
     fn end(&mut self, trailers: Option<&Fields>) -> Result<Bytes, Stop> {
+        self.check_model(&[], true)?;
         let out = match self.mask.as_mut() {
             None => Bytes::new(),
             Some(filter) => {

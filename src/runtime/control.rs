@@ -11,6 +11,7 @@ use std::sync::Arc;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use super::aux::Shared;
 use crate::config::Config;
 
 pub enum Control {
@@ -21,17 +22,16 @@ pub enum Control {
 }
 
 pub fn spawn(
-    config: Arc<Config>,
+    shared: Arc<Shared>,
     workers: Vec<async_channel::Sender<Control>>,
 ) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("modelgate-ctl".into())
         .spawn(move || {
-            let mut current = config;
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    current = reload(current, &workers);
+                    reload(&shared, &workers);
                     continue;
                 }
                 tracing::info!(signal, "draining");
@@ -44,12 +44,13 @@ pub fn spawn(
     Ok(())
 }
 
-fn reload(current: Arc<Config>, workers: &[async_channel::Sender<Control>]) -> Arc<Config> {
+fn reload(shared: &Shared, workers: &[async_channel::Sender<Control>]) {
+    let current = shared.config();
     let next = match Config::load(&current.path) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "config reload rejected");
-            return current;
+            return;
         }
     };
     if next.server.listen != current.server.listen || next.server.workers != current.server.workers
@@ -59,6 +60,9 @@ fn reload(current: Arc<Config>, workers: &[async_channel::Sender<Control>]) -> A
         );
     }
     let next = Arc::new(next);
+    // Issuers first, so a worker with the new config finds their keys.
+    shared.hub.configure(next.identity.as_deref());
+    shared.set_config(Arc::clone(&next));
     let (ack, acks) = std::sync::mpsc::channel();
     for w in workers {
         let _ = w.send_blocking(Control::Reload(Arc::clone(&next), ack.clone()));
@@ -68,5 +72,4 @@ fn reload(current: Arc<Config>, workers: &[async_channel::Sender<Control>]) -> A
         .filter(|_| acks.recv_timeout(std::time::Duration::from_secs(5)).is_ok())
         .count();
     tracing::info!(path = %next.path.display(), workers = applied, "config reloaded");
-    next
 }

@@ -9,6 +9,7 @@
 //! The driver is io_uring when the kernel and the memlock limit allow it, else epoll; which one
 //! is in use is logged, because monoio's fallback is otherwise silent.
 
+mod aux;
 mod control;
 mod drain;
 
@@ -23,6 +24,8 @@ use monoio::net::TcpListener;
 use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 
 use crate::config::{Config, DriverChoice};
+use crate::identity::hub::KeyHub;
+use crate::identity::Authenticator;
 use crate::pipeline::{Generation, Recorder};
 use crate::upstream::Pool;
 pub use control::Control;
@@ -42,10 +45,12 @@ pub struct Worker {
     connections: Cell<u64>,
     /// This worker's session recorder; kept across reloads (recording settings need a restart).
     recorder: Option<Rc<Recorder>>,
+    /// Issuer keys, shared by all workers.
+    hub: Arc<KeyHub>,
 }
 
 impl Worker {
-    fn new(id: usize, config: Arc<Config>) -> std::io::Result<Worker> {
+    fn new(id: usize, config: Arc<Config>, hub: Arc<KeyHub>) -> std::io::Result<Worker> {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_usize(id);
         let recorder = match &config.recording {
@@ -54,13 +59,14 @@ impl Worker {
         };
         Ok(Worker {
             id,
-            generation: RefCell::new(Rc::new(generation(config, recorder.clone()))),
+            generation: RefCell::new(Rc::new(generation(config, recorder.clone(), &hub))),
             drain: Drain::default(),
             active: Cell::new(0),
             id_seed: h.finish(),
             id_counter: Cell::new(0),
             connections: Cell::new(0),
             recorder,
+            hub,
         })
     }
 
@@ -99,12 +105,21 @@ impl Drop for ActiveGuard {
     }
 }
 
-fn generation(config: Arc<Config>, recorder: Option<Rc<Recorder>>) -> Generation {
+fn generation(
+    config: Arc<Config>,
+    recorder: Option<Rc<Recorder>>,
+    hub: &Arc<KeyHub>,
+) -> Generation {
     let pools = config.upstreams.iter().map(Pool::new).collect();
+    let auth = config
+        .identity
+        .as_ref()
+        .map(|i| Authenticator::new(Arc::clone(i), Arc::clone(hub)));
     Generation {
         config,
         pools,
         recorder,
+        auth,
     }
 }
 
@@ -118,17 +133,23 @@ pub fn run(config: Config, ready: impl FnOnce(SocketAddr)) -> std::io::Result<()
     // them would kill the process (the default action).
     let (senders, receivers): (Vec<_>, Vec<_>) =
         listeners.iter().map(|_| async_channel::unbounded()).unzip();
-    control::spawn(Arc::clone(&config), senders)?;
+    let shared = aux::Shared::new(Arc::clone(&config));
+    let admin = aux::spawn(Arc::clone(&shared))?;
+    control::spawn(Arc::clone(&shared), senders)?;
 
     let mut threads = Vec::new();
     for (id, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
         let config = Arc::clone(&config);
+        let hub = Arc::clone(&shared.hub);
         let thread = std::thread::Builder::new()
             .name(format!("modelgate-w{id}"))
-            .spawn(move || run_worker(id, listener, config, rx))?;
+            .spawn(move || run_worker(id, listener, config, hub, rx))?;
         threads.push(thread);
     }
     tracing::info!(%addr, workers = config.server.workers, "listening");
+    if let Some(admin) = admin {
+        tracing::info!(%admin, "admin listener");
+    }
     ready(addr);
     for t in threads {
         if let Err(e) = t.join() {
@@ -156,7 +177,7 @@ fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpLi
     Ok(out)
 }
 
-fn build_runtime(choice: DriverChoice) -> std::io::Result<Runtime> {
+pub(crate) fn build_runtime(choice: DriverChoice) -> std::io::Result<Runtime> {
     match choice {
         DriverChoice::Auto => RuntimeBuilder::<monoio::FusionDriver>::new()
             .enable_timer()
@@ -176,6 +197,7 @@ fn run_worker(
     id: usize,
     listener: std::net::TcpListener,
     config: Arc<Config>,
+    hub: Arc<KeyHub>,
     rx: async_channel::Receiver<Control>,
 ) {
     let mut rt = match build_runtime(config.server.driver) {
@@ -198,7 +220,7 @@ fn run_worker(
                 return;
             }
         };
-        let worker = match Worker::new(id, config) {
+        let worker = match Worker::new(id, config, hub) {
             Ok(w) => Rc::new(w),
             Err(e) => {
                 tracing::error!(worker = id, error = %e, "cannot open the session recorder");
@@ -251,7 +273,7 @@ async fn control_task(worker: Rc<Worker>, rx: async_channel::Receiver<Control>) 
     loop {
         match rx.recv().await {
             Ok(Control::Reload(config, ack)) => {
-                let next = generation(config, worker.recorder.clone());
+                let next = generation(config, worker.recorder.clone(), &worker.hub);
                 *worker.generation.borrow_mut() = Rc::new(next);
                 let _ = ack.send(());
             }

@@ -355,6 +355,6 @@ pub fn write_atomically(path: &Path, text: &str) {
 /// on `/` pointing at it, plus any extra sections.
 pub fn basic_config(upstream: &str, extra: &str) -> String {
     format!(
-        "{extra}\n\n[[upstream]]\nname = \"models\"\nendpoints = [\"{upstream}\"]\n\n[[route]]\nid = \"main\"\npath_prefix = \"/\"\nupstream = \"models\"\nclass = \"inference\"\n"
+        "{extra}\n\n[[upstream]]\nname = \"models\"\nendpoints = [\"{upstream}\"]\n\n[[route]]\nid = \"main\"\npath_prefix = \"/\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n"
     )
 }

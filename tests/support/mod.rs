@@ -8,6 +8,7 @@
 
 #![allow(dead_code, unused_imports, unused_macros)]
 
+pub mod authn;
 pub mod client;
 pub mod gateway;
 pub mod http;

@@ -1,0 +1,224 @@
+//! Who is calling: OIDC access tokens verified against the issuers' published keys.
+//!
+//! ```text
+//! Authorization: Bearer <jwt> ─▶ token cache (per worker, by BLAKE3 of the token, until exp)
+//!   miss ─▶ token::parse (bounded, no crypto) ─▶ trusted issuer? ─▶ key by kid (hub)
+//!        ─▶ unknown kid: one fetch per cooldown, then again ─▶ token::verify (signature, claims)
+//! ```
+//!
+//! A repeated token costs one hash and one map lookup. Keys live in the process-wide
+//! [`hub::KeyHub`], fetched by one task on the identity thread ([`hub::KeyHub::run_fetcher`]).
+
+pub mod assertion;
+pub mod config;
+pub mod fetch;
+pub mod hub;
+pub mod jwks;
+pub mod token;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::{IdentityConfig, IdentitySection};
+use hub::{IssuerKeys, KeyHub, Lookup};
+pub use token::TokenError;
+
+use assertion::{unix_now, Signer};
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub subject: String,
+    pub issuer: String,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+    pub client_id: Option<String>,
+}
+
+/// Why a request is not authenticated.
+#[derive(Debug)]
+pub enum AuthError {
+    /// No bearer token at all.
+    Missing,
+    Invalid(TokenError),
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthError::Missing => f.write_str("no bearer token"),
+            AuthError::Invalid(e) => e.fmt(f),
+        }
+    }
+}
+
+/// A verified token: who it speaks for, and the assertion last signed for it.
+#[derive(Debug)]
+pub struct Verified {
+    pub identity: Identity,
+    assertion: RefCell<Option<(String, String, u64)>>,
+}
+
+impl Verified {
+    /// The signed identity assertion for `audience`, reused while more than a fifth of its
+    /// lifetime is left (signing costs ~20 µs; a cached token should not pay it every time).
+    pub fn assertion(&self, signer: &Signer, audience: &str) -> Option<String> {
+        let now = unix_now();
+        let mut slot = self.assertion.borrow_mut();
+        if let Some((aud, jwt, exp)) = slot.as_ref() {
+            if aud == audience && *exp > now + signer.ttl_secs / 5 {
+                return Some(jwt.clone());
+            }
+        }
+        let (jwt, exp) = signer.sign(&self.identity, audience)?;
+        *slot = Some((audience.to_owned(), jwt.clone(), exp));
+        Some(jwt)
+    }
+}
+
+struct Cached {
+    verified: Rc<Verified>,
+    exp: u64,
+    issuer: Arc<IssuerKeys>,
+    generation: u64,
+}
+
+/// One worker's authenticator: the config's rules, the shared keys and a private token cache.
+pub struct Authenticator {
+    config: Arc<IdentityConfig>,
+    hub: Arc<KeyHub>,
+    cache: RefCell<HashMap<[u8; 32], Cached>>,
+}
+
+impl Authenticator {
+    pub fn new(config: Arc<IdentityConfig>, hub: Arc<KeyHub>) -> Self {
+        Authenticator {
+            config,
+            hub,
+            cache: RefCell::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &IdentityConfig {
+        &self.config
+    }
+
+    /// Authenticates the value of the request's `Authorization` header.
+    pub async fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<Rc<Verified>, AuthError> {
+        let token = bearer(authorization.ok_or(AuthError::Missing)?).ok_or(AuthError::Invalid(
+            TokenError::Malformed("not a bearer token"),
+        ))?;
+        let key = *blake3::hash(token.as_bytes()).as_bytes();
+        let now = unix_now();
+        if let Some(hit) = self.cached(&key, now) {
+            return Ok(hit);
+        }
+        let (verified, exp, issuer) = self.verify(token, now).await.map_err(AuthError::Invalid)?;
+        let generation = issuer.generation.load(std::sync::atomic::Ordering::Acquire);
+        let mut cache = self.cache.borrow_mut();
+        if cache.len() >= self.config.token_cache_entries {
+            let leeway = self.config.leeway;
+            cache.retain(|_, c| c.exp + leeway >= now);
+            if cache.len() >= self.config.token_cache_entries {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            key,
+            Cached {
+                verified: verified.clone(),
+                exp,
+                issuer,
+                generation,
+            },
+        );
+        Ok(verified)
+    }
+
+    fn cached(&self, key: &[u8; 32], now: u64) -> Option<Rc<Verified>> {
+        let mut cache = self.cache.borrow_mut();
+        let c = cache.get(key)?;
+        let current = c
+            .issuer
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        if c.exp + self.config.leeway >= now && c.generation == current {
+            return Some(c.verified.clone());
+        }
+        cache.remove(key);
+        None
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Rc<Verified>, u64, Arc<IssuerKeys>), TokenError> {
+        let parsed = token::parse(token, self.config.max_token_bytes)?;
+        let cfg = self
+            .config
+            .issuer(&parsed.iss)
+            .ok_or(TokenError::UntrustedIssuer)?;
+        let issuer = self
+            .hub
+            .issuer(&cfg.issuer)
+            .ok_or(TokenError::KeysUnavailable)?;
+        let key = match issuer.lookup(&parsed.kid) {
+            Lookup::Found(k) => k,
+            // A kid we have not seen: maybe the IdP rotated. Ask for one fetch (the hub
+            // enforces the cooldown) and look again once it is done.
+            Lookup::Unknown | Lookup::Unavailable => {
+                if self
+                    .hub
+                    .request_fetch(&issuer, self.config.kid_refresh_cooldown)
+                {
+                    wait_for_fetch(&issuer, self.config.fetch_timeout).await;
+                }
+                Result::from(issuer.lookup(&parsed.kid))?
+            }
+        };
+        let (identity, exp) = token::verify(&parsed, cfg, &key, now, self.config.leeway)?;
+        let verified = Rc::new(Verified {
+            identity,
+            assertion: RefCell::new(None),
+        });
+        Ok((verified, exp, issuer))
+    }
+}
+
+/// Polls until the issuer's fetch is done (fetches are rare: start, rotation, cooldown-limited).
+async fn wait_for_fetch(issuer: &IssuerKeys, limit: Duration) {
+    let deadline = std::time::Instant::now() + limit + Duration::from_millis(500);
+    while issuer.in_flight() && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive, RFC 6750 §2.1).
+fn bearer(value: &[u8]) -> Option<&str> {
+    let value = std::str::from_utf8(value).ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim_matches(' ');
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
+        .then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_taken_from_the_header() {
+        assert_eq!(bearer(b"Bearer abc.def.ghi"), Some("abc.def.ghi"));
+        assert_eq!(bearer(b"bearer  abc"), Some("abc"));
+        assert_eq!(bearer(b"Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer(b"Bearer"), None);
+        assert_eq!(bearer(b"Bearer a b"), None);
+    }
+}

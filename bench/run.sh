@@ -26,9 +26,11 @@ READY_TIMEOUT=${READY_TIMEOUT:-10}  # seconds to wait for a server to answer
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODELGATE=${MODELGATE:-$ROOT/target/release/modelgate}
-# modelgate configurations measured side by side: plain, with recording, with masking.
-MG_VARIANTS=${MG_VARIANTS:-modelgate modelgate_rec modelgate_mask}
+# modelgate configurations measured side by side: plain, with recording, with masking, with
+# authentication + policy (a cached bearer token on every request).
+MG_VARIANTS=${MG_VARIANTS:-modelgate modelgate_rec modelgate_mask modelgate_auth}
 SSE_BENCH=${SSE_BENCH:-$ROOT/target/release/examples/sse-bench}
+AUTH_BENCH=${AUTH_BENCH:-$ROOT/target/release/examples/auth-bench}
 CLK_TCK=$(getconf CLK_TCK)
 
 for tool in nginx wrk curl ss pgrep awk; do
@@ -180,7 +182,7 @@ if [ "$SKIP_MODELGATE" = 1 ]; then
     MG_SKIP_REASON="SKIP_MODELGATE=1"
 elif [ ! -x "$MODELGATE" ]; then
     if [ "$BUILD" = 1 ]; then
-        if ! cargo_build --bin modelgate --example sse-bench; then
+        if ! cargo_build --bin modelgate --example sse-bench --example auth-bench; then
             echo "modelgate: cargo build failed (last lines of $T/cargo.log):"
             tail -n 15 "$T/cargo.log" | sed 's/^/    /'
         fi
@@ -212,6 +214,21 @@ if [[ " $LOADS " == *" sse-1 "* ]]; then
         SSE_BENCH=$T/sse-bench
     fi
     echo "sse-bench: $SSE_BENCH"
+fi
+# modelgate_auth: a JWKS served over loopback HTTP and a token signed with its key, minted once.
+AUTH_TOKEN=
+if [[ " $MG_VARIANTS " == *" modelgate_auth "* ]] && [ -z "$MG_SKIP_REASON" ]; then
+    if [ ! -x "$AUTH_BENCH" ] && [ "$BUILD" = 1 ]; then cargo_build --example auth-bench; fi
+    if [ -x "$AUTH_BENCH" ]; then
+        mkdir -p "$T/jwks"
+        alloc_port JWKS_PORT
+        AUTH_TOKEN=$("$AUTH_BENCH" mint --jwks "$T/jwks/jwks.json" --issuer "http://127.0.0.1:$JWKS_PORT" --aud bench)
+        start_bg jwks-server python3 -m http.server --bind 127.0.0.1 --directory "$T/jwks" "$JWKS_PORT"
+        wait_http "$JWKS_PORT" "$LAST_PID" || { echo "JWKS server did not start"; exit 1; }
+    else
+        echo "modelgate_auth: $AUTH_BENCH not available; variant skipped"
+        MG_VARIANTS=${MG_VARIANTS/modelgate_auth/}
+    fi
 fi
 if [ "$BUILT" = 1 ]; then
     UPTIME_START=$(uptime)
@@ -299,7 +316,7 @@ $(nginx_temp_paths "$d")
 EOF
 }
 
-write_modelgate_conf() {  # FILE PORT ORIGIN_PORT
+write_modelgate_conf() {  # FILE PORT ORIGIN_PORT [AUTH]
     cat >"$1" <<EOF
 [server]
 listen = "127.0.0.1:$2"
@@ -317,7 +334,7 @@ id = "all"
 path_prefix = "/"
 upstream = "origin"
 class = "inference"
-auth = "none"
+auth = "${4:-none}"
 EOF
 }
 
@@ -342,10 +359,15 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
     fi
     local v port
     for v in $MG_VARIANTS; do
+        if [ "$v" = modelgate_auth ] && [ "$load" = sse-1 ]; then
+            continue   # sse-bench's client sends no Authorization header; h1-1k measures authn
+        fi
         name=$v-$load
         alloc_port "PORT_$v"
         eval "port=\$PORT_$v"
-        write_modelgate_conf "$T/$name.toml" "$port" "$oport"
+        local auth=none
+        [ "$v" = modelgate_auth ] && auth=required
+        write_modelgate_conf "$T/$name.toml" "$port" "$oport" "$auth"
         variant_toml "$v" "$T/$name" >>"$T/$name.toml"
         start_bg "$name" "$MODELGATE" run --config "$T/$name.toml"
         eval "PID_$v=\$LAST_PID"
@@ -367,6 +389,22 @@ variant_toml() {  # VARIANT DIR
     case $1 in
         modelgate_rec)
             printf '\n[recording]\nenabled = true\ndir = "%s-rec"\ndurability = "event"\n' "$2"
+            ;;
+        modelgate_auth)
+            cat <<EOF
+
+[[identity.issuer]]
+issuer = "http://127.0.0.1:$JWKS_PORT"
+jwks_uri = "http://127.0.0.1:$JWKS_PORT/jwks.json"
+audiences = ["bench"]
+typ = "at+jwt"
+
+[[policy.rule]]
+id = "bench"
+effect = "allow"
+groups = ["bench"]
+classes = ["inference"]
+EOF
             ;;
         modelgate_mask)
             seq 1 1000 | sed 's/^/internal-codename-/' >"$2-literals.txt"
@@ -390,6 +428,7 @@ label() {
         modelgate) echo "modelgate (1 worker)" ;;
         modelgate_rec) echo "modelgate + recording (event durability)" ;;
         modelgate_mask) echo "modelgate + masking (built-ins + 1000 literals)" ;;
+        modelgate_auth) echo "modelgate + authn + policy (cached ES256 token)" ;;
     esac
 }
 
@@ -403,8 +442,10 @@ declare -A H1_CPU H1_RPS H1_ERR SSE_MED SSE_P99 SSE_BAD
 ALL_TARGETS="direct nginx $MG_VARIANTS"
 
 # ------------------------------------------------------------------- h1-1k ---
-run_wrk() {      # run_wrk PORT SECONDS OUTFILE
-    run_fg wrk -t"$THREADS" -c"$CONNS" -d"$2s" "http://127.0.0.1:$1/1k" >"$3" 2>&1
+run_wrk() {      # run_wrk PORT SECONDS OUTFILE [TARGET]: the auth variant sends its token
+    local hdr=()
+    [ "${4:-}" = modelgate_auth ] && hdr=(-H "Authorization: Bearer $AUTH_TOKEN")
+    run_fg wrk -t"$THREADS" -c"$CONNS" -d"$2s" "${hdr[@]}" "http://127.0.0.1:$1/1k" >"$3" 2>&1
 }
 
 load_h1() {
@@ -417,16 +458,17 @@ load_h1() {
     wait_http "$oport" "$opid" || { echo "origin nginx did not start:"; cat "$T/origin-h1/error.log"; exit 1; }
     start_targets h1-1k "$oport" "$opid"
     for t in $TARGETS; do
-        code=$(eval "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:\$PORT_$t/1k")
+        eval "port=\$PORT_$t"
+        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $AUTH_TOKEN" "http://127.0.0.1:$port/1k")
         [ "$code" = 200 ] || echo "[h1-1k] WARNING: $t answers /1k with HTTP $code"
-        if [ "$WARMUP" != 0 ]; then eval "run_wrk \$PORT_$t $WARMUP /dev/null"; fi
+        if [ "$WARMUP" != 0 ]; then run_wrk "$port" "$WARMUP" /dev/null "$t"; fi
     done
     for ((r=1; r<=REPEATS; r++)); do
         for t in $(rotate $((r - 1)) $TARGETS); do
             out=$T/wrk-$t-$r.txt
             eval "port=\$PORT_$t pid=\$PID_$t"
             c0=$(cpu_ticks "$pid")
-            run_wrk "$port" "$DURATION" "$out"
+            run_wrk "$port" "$DURATION" "$out" "$t"
             c1=$(cpu_ticks "$pid")
             reqs=$(awk '/requests in/ {print $1}' "$out")
             rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")

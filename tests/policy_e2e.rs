@@ -241,3 +241,31 @@ fn recordings_carry_who_asked_which_model_and_the_decision() {
         show.stdout_str()
     );
 }
+
+#[test]
+fn a_reloaded_policy_applies_to_the_next_request_without_refetching_keys() {
+    let e = env();
+    let a = e.token("svc-a");
+    assert_eq!(
+        e.call(&a, "POST", "/v1/completions", &chat("qwen-72b")).0,
+        403
+    );
+    let hits = e.f.idp.jwks_hits();
+    let config = format!(
+        "{}\n[recording]\nenabled = true\ndir = \"{}\"\ndurability = \"event\"\n",
+        gateway_config(&e.f.idp, &e.up.url(), "30s").replace(
+            "models = [\"llama-*\"]",
+            "models = [\"llama-*\", \"qwen-*\"]"
+        ),
+        e.rec.display()
+    );
+    e.gw.reload(&config);
+    e.gw.wait_log(|l| l["message"] == "config reloaded");
+    let (st, log) = e.call(&a, "POST", "/v1/completions", &chat("qwen-72b"));
+    assert_eq!(
+        (st, decision(&log)),
+        (200, ("allow".into(), "ml-llama".into()))
+    );
+    // The issuer did not change, so its keys were kept: no new JWKS fetch.
+    assert_eq!(e.f.idp.jwks_hits(), hits);
+}

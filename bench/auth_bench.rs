@@ -21,11 +21,13 @@ use modelgate::identity::config::IssuerConfig;
 use modelgate::identity::{jwks, token};
 use serde_json::{json, Value};
 
+type SignFn = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 /// A signing key and its public JWK.
 struct Key {
     alg: &'static str,
     jwk: Value,
-    sign: Box<dyn Fn(&[u8]) -> Vec<u8>>,
+    sign: SignFn,
 }
 
 fn key(alg: &'static str) -> Key {
@@ -37,8 +39,7 @@ fn key(alg: &'static str) -> Key {
         let jwk =
             json!({"kty":"EC","crv":crv,"x":B64.encode(&p[1..1 + n]),"y":B64.encode(&p[1 + n..])});
         let rng = SystemRandom::new();
-        let sign: Box<dyn Fn(&[u8]) -> Vec<u8>> =
-            Box::new(move |m| pair.sign(&rng, m).unwrap().as_ref().to_vec());
+        let sign: SignFn = Box::new(move |m| pair.sign(&rng, m).unwrap().as_ref().to_vec());
         (jwk, sign)
     };
     let rsa = |padding: &'static dyn signature::RsaEncoding| {
@@ -48,7 +49,7 @@ fn key(alg: &'static str) -> Key {
             "n": B64.encode(public.modulus().big_endian_without_leading_zero()),
             "e": B64.encode(public.exponent().big_endian_without_leading_zero())});
         let rng = SystemRandom::new();
-        let sign: Box<dyn Fn(&[u8]) -> Vec<u8>> = Box::new(move |m| {
+        let sign: SignFn = Box::new(move |m| {
             let mut sig = vec![0; pair.public_modulus_len()];
             pair.sign(padding, &rng, m, &mut sig).unwrap();
             sig
@@ -64,8 +65,7 @@ fn key(alg: &'static str) -> Key {
             let pair = Ed25519KeyPair::generate().unwrap();
             let jwk =
                 json!({"kty":"OKP","crv":"Ed25519","x":B64.encode(pair.public_key().as_ref())});
-            let sign: Box<dyn Fn(&[u8]) -> Vec<u8>> =
-                Box::new(move |m| pair.sign(m).as_ref().to_vec());
+            let sign: SignFn = Box::new(move |m| pair.sign(m).as_ref().to_vec());
             (jwk, sign)
         }
         other => panic!("unsupported alg {other}"),

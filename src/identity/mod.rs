@@ -124,7 +124,7 @@ impl Authenticator {
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= self.config.token_cache_entries {
             let leeway = self.config.leeway;
-            cache.retain(|_, c| c.exp + leeway >= now);
+            cache.retain(|_, c| c.exp.saturating_add(leeway) >= now);
             if cache.len() >= self.config.token_cache_entries {
                 cache.clear();
             }
@@ -148,7 +148,7 @@ impl Authenticator {
             .issuer
             .generation
             .load(std::sync::atomic::Ordering::Acquire);
-        if c.exp + self.config.leeway >= now && c.generation == current {
+        if c.exp.saturating_add(self.config.leeway) >= now && c.generation == current {
             return Some(c.verified.clone());
         }
         cache.remove(key);

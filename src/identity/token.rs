@@ -129,28 +129,55 @@ pub fn verify(
     }
     if let Some(want) = &issuer.typ {
         let typ = t.header.typ.as_deref().unwrap_or("");
-        let typ = typ.strip_prefix("application/").unwrap_or(typ);
-        if !typ.eq_ignore_ascii_case(want) {
+        if !short_media_type(typ).eq_ignore_ascii_case(short_media_type(want)) {
             return Err(TokenError::Rejected(format!("typ {typ:?}")));
         }
     }
     let mut v = Validation::new(alg);
-    v.leeway = leeway;
-    v.validate_nbf = true;
+    // The time claims are checked below against `now`: jsonwebtoken would read the clock.
+    v.validate_exp = false;
+    v.validate_nbf = false;
     v.set_issuer(&[&issuer.issuer]);
     v.set_audience(&issuer.audiences);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let claims = jsonwebtoken::decode::<Value>(t.token, &key.key, &v)
         .map_err(|e| TokenError::Rejected(e.to_string()))?
         .claims;
-    if let Some(iat) = claims.get("iat") {
-        match iat.as_u64() {
-            Some(iat) if iat <= now + leeway => {}
-            _ => return Err(TokenError::Rejected("iat in the future".into())),
-        }
+    // `exp` is present (required above); the others are checked when present.
+    let exp = numeric_date(&claims, "exp")?.unwrap_or(0);
+    if exp.saturating_add(leeway) < now {
+        return Err(TokenError::Rejected("token expired".into()));
     }
-    let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+    let late = |t: Option<u64>| t.is_some_and(|t| t > now.saturating_add(leeway));
+    if late(numeric_date(&claims, "nbf")?) {
+        return Err(TokenError::Rejected("token not valid yet (nbf)".into()));
+    }
+    if late(numeric_date(&claims, "iat")?) {
+        return Err(TokenError::Rejected("iat in the future".into()));
+    }
     Ok((identity_of(&claims, issuer), exp))
+}
+
+/// A time claim, if present: RFC 7519 NumericDate, seconds that may have a fraction.
+fn numeric_date(claims: &Value, name: &str) -> Result<Option<u64>, TokenError> {
+    let Some(v) = claims.get(name) else {
+        return Ok(None);
+    };
+    match (v.as_u64(), v.as_f64()) {
+        (Some(n), _) => Ok(Some(n)),
+        // `as` saturates: a date beyond u64 is u64::MAX, not a wrapped one.
+        (None, Some(f)) if f.is_finite() && f >= 0.0 => Ok(Some(f as u64)),
+        _ => Err(TokenError::Rejected(format!("{name} is not a NumericDate"))),
+    }
+}
+
+/// `typ` without its optional `application/` prefix (RFC 7515 §4.1.9), so `at+jwt` and
+/// `application/at+jwt` compare equal whichever of them the config or the token uses.
+fn short_media_type(typ: &str) -> &str {
+    match typ.get(..12) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("application/") => &typ[12..],
+        _ => typ,
+    }
 }
 
 /// Subject, groups (at the configured claim path), scopes and client id.
@@ -200,3 +227,6 @@ pub fn algorithms_for(kty: &str, crv: Option<&str>, alg: Option<&str>) -> Vec<Al
         Some(_) => Vec::new(),
     }
 }
+
+#[cfg(test)]
+mod tests;

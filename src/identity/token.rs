@@ -155,6 +155,10 @@ pub fn verify(
     if late(numeric_date(&claims, "iat")?) {
         return Err(TokenError::Rejected("iat in the future".into()));
     }
+    // An identity without a subject cannot be named in a rule, a log or a recording.
+    if claims["sub"].as_str().is_none_or(str::is_empty) {
+        return Err(TokenError::Rejected("empty or non-string sub".into()));
+    }
     Ok((identity_of(&claims, issuer), exp))
 }
 

@@ -468,6 +468,16 @@ fn forged_and_broken_tokens_are_refused_for_the_right_reason() {
             Want::Rejected("sub"),
         ),
         (
+            "empty sub",
+            rs(&with(json!({"sub": ""}))),
+            Want::Rejected("sub"),
+        ),
+        (
+            "numeric sub",
+            rs(&with(json!({"sub": 42}))),
+            Want::Rejected("sub"),
+        ),
+        (
             "no aud",
             rs(&with(json!({"aud": null}))),
             Want::Rejected("aud"),

@@ -31,6 +31,10 @@ MODELGATE=${MODELGATE:-$ROOT/target/release/modelgate}
 MG_VARIANTS=${MG_VARIANTS:-modelgate modelgate_rec modelgate_mask modelgate_auth}
 SSE_BENCH=${SSE_BENCH:-$ROOT/target/release/examples/sse-bench}
 AUTH_BENCH=${AUTH_BENCH:-$ROOT/target/release/examples/auth-bench}
+# A/B: MODELGATE_BASE=/path/to/older/modelgate adds the variant `modelgate_base`, that binary with
+# the plain config (no auth line, so builds from before `auth` existed run it too).
+MODELGATE_BASE=${MODELGATE_BASE:-}
+[ -n "$MODELGATE_BASE" ] && MG_VARIANTS="modelgate_base $MG_VARIANTS"
 CLK_TCK=$(getconf CLK_TCK)
 
 for tool in nginx wrk curl ss pgrep awk; do
@@ -317,6 +321,8 @@ EOF
 }
 
 write_modelgate_conf() {  # FILE PORT ORIGIN_PORT [AUTH]
+    local auth_line=
+    [ -n "${4:-}" ] && auth_line="auth = \"$4\""
     cat >"$1" <<EOF
 [server]
 listen = "127.0.0.1:$2"
@@ -334,7 +340,7 @@ id = "all"
 path_prefix = "/"
 upstream = "origin"
 class = "inference"
-auth = "${4:-none}"
+$auth_line
 EOF
 }
 
@@ -365,11 +371,12 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
         name=$v-$load
         alloc_port "PORT_$v"
         eval "port=\$PORT_$v"
-        local auth=none
+        local auth=none bin=$MODELGATE
         [ "$v" = modelgate_auth ] && auth=required
+        [ "$v" = modelgate_base ] && { auth=; bin=$MODELGATE_BASE; }
         write_modelgate_conf "$T/$name.toml" "$port" "$oport" "$auth"
         variant_toml "$v" "$T/$name" >>"$T/$name.toml"
-        start_bg "$name" "$MODELGATE" run --config "$T/$name.toml"
+        start_bg "$name" "$bin" run --config "$T/$name.toml"
         eval "PID_$v=\$LAST_PID"
         if wait_http "$port" "$LAST_PID"; then
             TARGETS="$TARGETS $v"
@@ -426,6 +433,7 @@ label() {
         direct) echo "direct (no proxy)" ;;
         nginx) echo "nginx ${NGINX_V#nginx/} (1 worker)" ;;
         modelgate) echo "modelgate (1 worker)" ;;
+        modelgate_base) echo "modelgate baseline ($MODELGATE_BASE)" ;;
         modelgate_rec) echo "modelgate + recording (event durability)" ;;
         modelgate_mask) echo "modelgate + masking (built-ins + 1000 literals)" ;;
         modelgate_auth) echo "modelgate + authn + policy (cached ES256 token)" ;;

@@ -1,12 +1,12 @@
 //! Who is calling: OIDC access tokens verified against the issuers' published keys.
 //!
 //! ```text
-//! Authorization: Bearer <jwt> ─▶ token cache (per worker, by BLAKE3 of the token, until exp)
+//! Authorization: Bearer <jwt> ─▶ token cache (per worker, whole token compared, until exp)
 //!   miss ─▶ token::parse (bounded, no crypto) ─▶ trusted issuer? ─▶ key by kid (hub)
 //!        ─▶ unknown kid: one fetch per cooldown, then again ─▶ token::verify (signature, claims)
 //! ```
 //!
-//! A repeated token costs one hash and one map lookup. Keys live in the process-wide
+//! A repeated token costs a short keyed hash, one map lookup and one compare. Keys live in the process-wide
 //! [`hub::KeyHub`], fetched by one task on the identity thread ([`hub::KeyHub::run_fetcher`]).
 
 pub mod assertion;
@@ -18,6 +18,7 @@ pub mod token;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,13 +60,13 @@ impl std::fmt::Display for AuthError {
 #[derive(Debug)]
 pub struct Verified {
     pub identity: Identity,
-    assertion: RefCell<Option<(String, String, u64)>>,
+    assertion: RefCell<Option<(String, Rc<str>, u64)>>,
 }
 
 impl Verified {
     /// The signed identity assertion for `audience`, reused while more than a fifth of its
     /// lifetime is left (signing costs ~20 µs; a cached token should not pay it every time).
-    pub fn assertion(&self, signer: &Signer, audience: &str) -> Option<String> {
+    pub fn assertion(&self, signer: &Signer, audience: &str) -> Option<Rc<str>> {
         let now = unix_now();
         let mut slot = self.assertion.borrow_mut();
         if let Some((aud, jwt, exp)) = slot.as_ref() {
@@ -74,12 +75,15 @@ impl Verified {
             }
         }
         let (jwt, exp) = signer.sign(&self.identity, audience)?;
+        let jwt: Rc<str> = jwt.into();
         *slot = Some((audience.to_owned(), jwt.clone(), exp));
         Some(jwt)
     }
 }
 
 struct Cached {
+    /// The whole token: the map key only picks the bucket, equality is on every byte.
+    token: Box<str>,
     verified: Rc<Verified>,
     exp: u64,
     issuer: Arc<IssuerKeys>,
@@ -90,7 +94,10 @@ struct Cached {
 pub struct Authenticator {
     config: Arc<IdentityConfig>,
     hub: Arc<KeyHub>,
-    cache: RefCell<HashMap<[u8; 32], Cached>>,
+    /// By a keyed hash of the token's last 32 bytes (its signature): cheap, and unpredictable
+    /// to an attacker, who in any case only gets a miss when copying another token's tail.
+    cache: RefCell<HashMap<u64, Cached>>,
+    hasher: RandomState,
 }
 
 impl Authenticator {
@@ -99,6 +106,7 @@ impl Authenticator {
             config,
             hub,
             cache: RefCell::new(HashMap::new()),
+            hasher: RandomState::new(),
         }
     }
 
@@ -114,9 +122,11 @@ impl Authenticator {
         let token = bearer(authorization.ok_or(AuthError::Missing)?).ok_or(AuthError::Invalid(
             TokenError::Malformed("not a bearer token"),
         ))?;
-        let key = *blake3::hash(token.as_bytes()).as_bytes();
+        let key = self
+            .hasher
+            .hash_one(&token.as_bytes()[token.len().saturating_sub(32)..]);
         let now = unix_now();
-        if let Some(hit) = self.cached(&key, now) {
+        if let Some(hit) = self.cached(key, token, now) {
             return Ok(hit);
         }
         let (verified, exp, issuer) = self.verify(token, now).await.map_err(AuthError::Invalid)?;
@@ -132,6 +142,7 @@ impl Authenticator {
         cache.insert(
             key,
             Cached {
+                token: token.into(),
                 verified: verified.clone(),
                 exp,
                 issuer,
@@ -141,9 +152,9 @@ impl Authenticator {
         Ok(verified)
     }
 
-    fn cached(&self, key: &[u8; 32], now: u64) -> Option<Rc<Verified>> {
+    fn cached(&self, key: u64, token: &str, now: u64) -> Option<Rc<Verified>> {
         let mut cache = self.cache.borrow_mut();
-        let c = cache.get(key)?;
+        let c = cache.get(&key).filter(|c| *c.token == *token)?;
         let current = c
             .issuer
             .generation
@@ -151,7 +162,7 @@ impl Authenticator {
         if c.exp.saturating_add(self.config.leeway) >= now && c.generation == current {
             return Some(c.verified.clone());
         }
-        cache.remove(key);
+        cache.remove(&key);
         None
     }
 

@@ -426,3 +426,82 @@ fn rotated_keys_are_picked_up_and_an_idp_outage_changes_nothing() {
     assert_eq!(call(&first), 401);
     gw.wait_log(|l| l["message"] == "issuer keys fetched");
 }
+
+#[test]
+fn tokens_from_each_of_several_issuers_are_accepted_and_told_apart() {
+    let (f, g) = (fixture(), fixture());
+    let up = model_server();
+    let second = format!(
+        "\n[[identity.issuer]]\nissuer = \"{}\"\naudiences = [\"{RESOURCE}\"]\nca_file = \"{}\"\n",
+        g.idp.issuer(),
+        g.idp.ca_pem().display()
+    );
+    let gw = Gateway::start(&(gateway_config(&f.idp, &up.url(), "30s") + &second));
+    for idp in [&f.idp, &g.idp] {
+        let token = idp.token("svc-a", "secret-a");
+        let res = send(
+            &gw,
+            "POST",
+            "/v1/completions",
+            Some(&bearer(&token)),
+            &chat("llama-3-8b"),
+        );
+        assert_eq!(res.status(), 200, "{}: {}", idp.issuer(), res.body_str());
+    }
+    // The model server can tell the two callers apart: same subject, different IdP.
+    let idps: Vec<String> = up
+        .wait_requests(2)
+        .iter()
+        .map(|(_, r)| jwt_parts(r.header("x-modelgate-identity").unwrap()).1["idp"].to_string())
+        .collect();
+    assert_eq!(
+        idps,
+        [f.idp.issuer(), g.idp.issuer()].map(|s| format!("{s:?}"))
+    );
+    // A token of one issuer does not verify under the other's keys.
+    let token = g.idp.token("svc-a", "secret-a");
+    let (h, _) = jwt_parts(&token);
+    let mut claims = jwt_parts(&token).1;
+    claims["iss"] = json!(f.idp.issuer());
+    let forged = format!(
+        "{}.{}.{}",
+        b64(h.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes()),
+        token.rsplit('.').next().unwrap()
+    );
+    assert_eq!(
+        send(&gw, "GET", "/v1/models", Some(&bearer(&forged)), "").status(),
+        401
+    );
+}
+
+#[test]
+fn a_gateway_started_while_the_idp_is_down_refuses_with_503_until_it_is_back() {
+    let mut f = fixture();
+    let up = model_server();
+    let token = f.idp.token("svc-a", "secret-a");
+    f.idp.stop();
+    let gw = Gateway::start(&gateway_config(&f.idp, &up.url(), "1s"));
+    let res = send(
+        &gw,
+        "POST",
+        "/v1/completions",
+        Some(&bearer(&token)),
+        &chat("llama-3-8b"),
+    );
+    assert_eq!(res.status(), 503, "{}", res.body_str());
+    assert_eq!(res.json()["error"]["type"], "identity_unavailable");
+    assert_eq!(up.requests().len(), 0);
+
+    f.idp.restart_with_keys(&f.keys[..2]);
+    // Past the cooldown, the next request asks for a fetch itself and waits for it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let res = send(
+        &gw,
+        "POST",
+        "/v1/completions",
+        Some(&bearer(&token)),
+        &chat("llama-3-8b"),
+    );
+    assert_eq!(res.status(), 200, "{}", res.body_str());
+}

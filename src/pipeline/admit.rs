@@ -126,18 +126,13 @@ async fn peek_model(
     limit: usize,
     read_idle: std::time::Duration,
 ) -> Result<Option<String>, Error> {
+    let mut peek = Peek::new(framing, limit);
     loop {
-        let (prefix, whole) = decoded_prefix(&client.buf, framing, limit)?;
-        let mut scan = ModelScan::new();
-        let verdict = match scan.feed(&prefix) {
-            Scan::NeedMore if whole => scan.finish(),
-            v => v,
-        };
-        match verdict {
+        match peek.advance(&client.buf)? {
             Scan::Found(model) => return Ok(Some(model)),
             Scan::Absent => return Ok(None),
             Scan::Invalid(why) => return Err(Error::downstream(ErrorKind::BadRequest(why))),
-            Scan::NeedMore if whole || prefix.len() >= limit => return Ok(None),
+            Scan::NeedMore if peek.done() => return Ok(None),
             Scan::NeedMore => {}
         }
         match client.fill(read_idle).await {
@@ -152,32 +147,132 @@ async fn peek_model(
     }
 }
 
-/// The body bytes buffered so far (decoded, at most `limit`), and whether that is the whole
-/// body. A chunked body is decoded from a copy, so the buffer is forwarded as it arrived.
-fn decoded_prefix(
-    buf: &BytesMut,
+/// An incremental look at the start of a body sitting in the connection's buffer: each call
+/// decodes and scans only the bytes that arrived since the last, so a client trickling its body
+/// byte by byte costs linear time. The buffer itself is never consumed.
+struct Peek {
     framing: BodyFraming,
     limit: usize,
-) -> Result<(Bytes, bool), Error> {
-    match framing {
-        BodyFraming::Length(n) => {
-            let take = (buf.len() as u64).min(n).min(limit as u64) as usize;
-            Ok((Bytes::copy_from_slice(&buf[..take]), take as u64 == n))
+    scan: ModelScan,
+    /// Raw bytes of the buffer already looked at.
+    seen: usize,
+    /// Decoded bytes fed to the scanner.
+    fed: usize,
+    /// Chunked bodies: the decoder and the raw bytes it has not consumed yet.
+    chunked: Option<(ChunkedDecoder, BytesMut)>,
+    whole: bool,
+}
+
+impl Peek {
+    fn new(framing: BodyFraming, limit: usize) -> Self {
+        Peek {
+            framing,
+            limit,
+            scan: ModelScan::new(),
+            seen: 0,
+            fed: 0,
+            chunked: (framing == BodyFraming::Chunked)
+                .then(|| (ChunkedDecoder::new(16 * 1024), BytesMut::new())),
+            whole: matches!(framing, BodyFraming::Empty | BodyFraming::UntilClose),
         }
-        BodyFraming::Chunked => {
-            let mut copy = buf.clone();
-            let mut dec = ChunkedDecoder::new(16 * 1024);
-            let mut out = BytesMut::new();
-            while out.len() < limit {
-                match dec.decode(&mut copy).map_err(Error::from_request_head)? {
-                    Decoded::Data(d) => out.extend_from_slice(&d),
-                    Decoded::End(_) => return Ok((out.freeze(), true)),
-                    Decoded::NeedMore => break,
+    }
+
+    /// The whole body, or `limit` bytes of it, has been scanned.
+    fn done(&self) -> bool {
+        self.whole || self.fed >= self.limit
+    }
+
+    fn advance(&mut self, buf: &BytesMut) -> Result<Scan, Error> {
+        let mut verdict = Scan::NeedMore;
+        match (self.framing, self.chunked.as_mut()) {
+            (BodyFraming::Length(n), _) => {
+                let end = (buf.len() as u64).min(n).min(self.limit as u64) as usize;
+                if end > self.seen {
+                    verdict = self.scan.feed(&buf[self.seen..end]);
+                    self.fed = end;
+                    self.seen = end;
+                }
+                self.whole = end as u64 == n;
+            }
+            (_, Some((dec, pending))) => {
+                pending.extend_from_slice(&buf[self.seen..]);
+                self.seen = buf.len();
+                while self.fed < self.limit && !self.whole {
+                    match dec.decode(pending).map_err(Error::from_request_head)? {
+                        Decoded::Data(d) => {
+                            let d = &d[..d.len().min(self.limit - self.fed)];
+                            self.fed += d.len();
+                            verdict = self.scan.feed(d);
+                            if !matches!(verdict, Scan::NeedMore) {
+                                break;
+                            }
+                        }
+                        Decoded::End(_) => self.whole = true,
+                        Decoded::NeedMore => break,
+                    }
                 }
             }
-            out.truncate(limit);
-            Ok((out.freeze(), false))
+            _ => {}
         }
-        BodyFraming::Empty | BodyFraming::UntilClose => Ok((Bytes::new(), true)),
+        Ok(match verdict {
+            Scan::NeedMore if self.whole => self.scan.finish(),
+            v => v,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Grows a buffer byte by byte, as a trickling client would, and peeks after each byte.
+    fn trickle(raw: &[u8], framing: BodyFraming, limit: usize) -> Result<Scan, ()> {
+        let mut peek = Peek::new(framing, limit);
+        let mut buf = BytesMut::new();
+        for &b in raw {
+            buf.extend_from_slice(&[b]);
+            match peek.advance(&buf).map_err(|_| ())? {
+                Scan::NeedMore if !peek.done() => {}
+                v => return Ok(v),
+            }
+        }
+        Err(())
+    }
+
+    #[test]
+    fn the_model_is_found_however_the_body_trickles_in() {
+        let body = br#"{"stream":true,"model":"llama-3-8b","messages":[]}"#;
+        let length = BodyFraming::Length(body.len() as u64);
+        assert_eq!(
+            trickle(body, length, 1024),
+            Ok(Scan::Found("llama-3-8b".into()))
+        );
+        let mut chunked = Vec::new();
+        for piece in body.chunks(7) {
+            chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+            chunked.extend_from_slice(piece);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\n\r\n");
+        let found = trickle(&chunked, BodyFraming::Chunked, 1024);
+        assert_eq!(found, Ok(Scan::Found("llama-3-8b".into())));
+    }
+
+    #[test]
+    fn the_look_ahead_bounds_what_is_read() {
+        let body = br#"{"prompt":"aaaaaaaaaaaaaaaaaaaaaaaa","model":"x"}"#;
+        let length = BodyFraming::Length(body.len() as u64);
+        // Within 16 bytes nothing is decided: the peek ends without a model.
+        let mut peek = Peek::new(length, 16);
+        assert_eq!(
+            peek.advance(&BytesMut::from(&body[..])).unwrap(),
+            Scan::NeedMore
+        );
+        assert!(peek.done());
+        let whole = body.len();
+        assert_eq!(trickle(body, length, whole), Ok(Scan::Found("x".into())));
+        let no_model = br#"{"prompt":"a"}"#;
+        let length = BodyFraming::Length(no_model.len() as u64);
+        assert_eq!(trickle(no_model, length, 1024), Ok(Scan::Absent));
     }
 }

@@ -15,6 +15,8 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use crate::tls::TlsIo;
+
 /// Read sizes: small enough to keep per-connection memory low, large enough for bulk bodies.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -26,8 +28,14 @@ pub enum ReadError {
 }
 
 pub struct Conn {
-    stream: TcpStream,
+    io: Io,
     pub buf: BytesMut,
+}
+
+/// The socket: plain TCP, or TCP under a TLS session (client side only).
+enum Io {
+    Tcp(TcpStream),
+    Tls(Box<TlsIo>),
 }
 
 impl Conn {
@@ -36,24 +44,46 @@ impl Conn {
     pub fn new(stream: TcpStream) -> Conn {
         let _ = stream.set_nodelay(true);
         Conn {
-            stream,
+            io: Io::Tcp(stream),
             buf: BytesMut::with_capacity(READ_CHUNK),
         }
     }
 
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// Wraps a TLS session whose handshake is done.
+    pub fn tls(session: TlsIo) -> Conn {
+        let _ = session.tcp.set_nodelay(true);
+        Conn {
+            io: Io::Tls(Box::new(session)),
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// The TLS session, when the connection has one.
+    pub fn tls_session(&self) -> Option<&TlsIo> {
+        match &self.io {
+            Io::Tls(t) => Some(t),
+            Io::Tcp(_) => None,
+        }
     }
 
     /// Reads more bytes onto the end of `buf`. `Ok(0)` is end of stream.
     pub async fn fill(&mut self, limit: Duration) -> Result<usize, ReadError> {
+        let stream = match &mut self.io {
+            Io::Tcp(s) => s,
+            Io::Tls(t) => {
+                return match monoio::time::timeout(limit, t.read_into(&mut self.buf)).await {
+                    Ok(res) => res.map_err(ReadError::Io),
+                    Err(_) => Err(ReadError::TimedOut),
+                }
+            }
+        };
         let mut buf = std::mem::take(&mut self.buf);
         if buf.capacity() - buf.len() < READ_CHUNK / 4 {
             buf.reserve(READ_CHUNK);
         }
         let len = buf.len();
         let cap = buf.capacity();
-        match monoio::time::timeout(limit, self.stream.read(buf.slice_mut(len..cap))).await {
+        match monoio::time::timeout(limit, stream.read(buf.slice_mut(len..cap))).await {
             Ok((res, slice)) => {
                 self.buf = slice.into_inner();
                 res.map_err(ReadError::Io)
@@ -64,9 +94,15 @@ impl Conn {
 
     /// Writes all of `data`, failing if the peer does not take it within `limit`.
     pub async fn write(&mut self, data: Bytes, limit: Duration) -> Result<(), ReadError> {
-        match monoio::time::timeout(limit, self.stream.write_all(data)).await {
-            Ok((Ok(_), _)) => Ok(()),
-            Ok((Err(e), _)) => Err(ReadError::Io(e)),
+        let result = match &mut self.io {
+            Io::Tcp(s) => monoio::time::timeout(limit, s.write_all(data))
+                .await
+                .map(|(r, _)| r.map(drop)),
+            Io::Tls(t) => monoio::time::timeout(limit, t.write_all(&data)).await,
+        };
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ReadError::Io(e)),
             Err(_) => Err(ReadError::TimedOut),
         }
     }
@@ -75,6 +111,9 @@ impl Conn {
     /// waiting (an upstream must not speak before it is asked). One non-blocking `recv` peek.
     pub fn is_reusable(&self) -> bool {
         use std::os::fd::AsRawFd;
+        let Io::Tcp(stream) = &self.io else {
+            return false;
+        };
         if !self.buf.is_empty() {
             return false;
         }
@@ -83,7 +122,7 @@ impl Conn {
         // is owned by `self.stream` and open for the duration of the call.
         let n = unsafe {
             libc::recv(
-                self.stream.as_raw_fd(),
+                stream.as_raw_fd(),
                 (&mut byte as *mut u8).cast(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,

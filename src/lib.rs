@@ -44,4 +44,5 @@ pub mod recorder;
 pub mod route;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod upstream;

@@ -22,11 +22,15 @@ use crate::http::head::HeadLimits;
 use crate::http::{parse_request, RequestHead};
 use crate::pipeline::{self, rescue::error_response, Next, Outcome, RequestCtx};
 use crate::runtime::Worker;
+use crate::tls::TlsIo;
 
 /// Serves one client connection until it closes.
 pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
     let _active = worker.enter();
-    let mut client = Conn::new(stream);
+    let Some(mut client) = handshake(&worker, stream, peer).await else {
+        return;
+    };
+    let tls = client.tls_session().is_some();
     let connection_id = worker.next_connection_id();
     let mut first = true;
     loop {
@@ -42,6 +46,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         let mut ctx = RequestCtx::new(request_id, peer.ip(), &head);
         ctx.connection_id = connection_id;
         ctx.worker_id = worker.id as u32;
+        ctx.tls = tls;
         let next = pipeline::handle(
             &mut ctx,
             &mut client,
@@ -55,6 +60,31 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         }
         if next == Next::Close {
             return;
+        }
+    }
+}
+
+/// The connection as the pipeline sees it: plain, or after a TLS handshake bounded by
+/// `handshake_timeout`. A failed handshake ends the connection (logged, with the reason).
+async fn handshake(worker: &Worker, stream: TcpStream, peer: SocketAddr) -> Option<Conn> {
+    let generation = worker.generation();
+    let Some(tls) = generation.config.server.tls.as_ref() else {
+        return Some(Conn::new(stream));
+    };
+    let accepted = monoio::time::timeout(
+        tls.handshake_timeout,
+        TlsIo::accept(stream, tls.config.clone()),
+    )
+    .await;
+    match accepted {
+        Ok(Ok(session)) => Some(Conn::tls(session)),
+        Ok(Err(e)) => {
+            tracing::info!(client = %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::info!(client = %peer, "TLS handshake timed out");
+            None
         }
     }
 }

@@ -25,6 +25,7 @@ use crate::masking::{Masker, MaskingSection, Mode};
 use crate::policy::{classes, Policy, PolicySection};
 use crate::recorder::{RecorderConfig, RecordingSection};
 use crate::route::{ClassOf, HostMatch, Route, Router};
+use crate::tls::{Tls, TlsSection};
 
 /// The validated configuration a worker runs with. Shared read-only (`Arc`) between workers and
 /// swapped whole on reload.
@@ -55,6 +56,8 @@ pub struct Server {
     pub workers: usize,
     pub driver: DriverChoice,
     pub drain_grace: Duration,
+    /// TLS termination on the listener, when `[server.tls]` is set.
+    pub tls: Option<Arc<Tls>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +134,7 @@ mod file {
         pub workers: usize,
         pub driver: DriverChoice,
         pub drain_grace: Dur,
+        pub tls: Option<TlsSection>,
     }
 
     impl Default for Server {
@@ -140,6 +144,7 @@ mod file {
                 workers: 0,
                 driver: DriverChoice::Auto,
                 drain_grace: Dur::secs(30),
+                tls: None,
             }
         }
     }
@@ -476,6 +481,16 @@ impl Config {
                 .map_err(|e| ConfigError::at_key(path, source, &e.key, &e.message, &e.fix))?
         };
 
+        let tls = match &root.server.tls {
+            Some(section) => {
+                let base = path.parent().unwrap_or(Path::new("."));
+                let tls = Tls::load(section, base)
+                    .map_err(|e| ConfigError::at_key(path, source, &e.key, &e.message, &e.fix))?;
+                Some(Arc::new(tls))
+            }
+            None => None,
+        };
+
         let t = &root.timeouts;
         let workers = match root.server.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -488,6 +503,7 @@ impl Config {
                 workers,
                 driver: root.server.driver,
                 drain_grace: root.server.drain_grace.0,
+                tls,
             },
             limits: Limits {
                 max_headers: *limits.max_headers.get_ref(),

@@ -73,6 +73,8 @@ pub struct RequestCtx {
     pub model: Option<String>,
     /// The policy decision and the rule that made it.
     pub decision: Option<Decision>,
+    /// The client connection is TLS.
+    pub tls: bool,
     /// `100 Continue` already went to the client (the model was read from the body).
     pub continue_sent: bool,
     /// The model was read from the body's first bytes; the rest must not contradict it.
@@ -138,6 +140,7 @@ impl RequestCtx {
             identity: None,
             model: None,
             decision: None,
+            tls: false,
             continue_sent: false,
             model_from_body: false,
             response_started: false,
@@ -255,7 +258,7 @@ async fn proxy(
     };
     let fwd = Forwarding {
         client_ip: &client_ip,
-        proto: "http",
+        proto: if ctx.tls { "https" } else { "http" },
         request_id: &ctx.request_id,
         drop: never_forward,
         identity: identity

@@ -31,6 +31,14 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         return;
     };
     let tls = client.tls_session().is_some();
+    // A verified client certificate that a rule maps is this connection's identity.
+    let cert_identity = client
+        .tls_session()
+        .and_then(|t| t.peer_leaf())
+        .and_then(|leaf| {
+            let generation = worker.generation();
+            generation.auth.as_ref().and_then(|a| a.certificate(leaf))
+        });
     let connection_id = worker.next_connection_id();
     let mut first = true;
     loop {
@@ -47,6 +55,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         ctx.connection_id = connection_id;
         ctx.worker_id = worker.id as u32;
         ctx.tls = tls;
+        ctx.peer_identity = cert_identity.clone();
         let next = pipeline::handle(
             &mut ctx,
             &mut client,

@@ -362,7 +362,7 @@ impl Config {
         };
 
         let identity = match &root.identity {
-            Some(section) if !section.issuer.is_empty() => {
+            Some(section) if !section.issuer.is_empty() || !section.client_cert.is_empty() => {
                 let base = path.parent().unwrap_or(Path::new("."));
                 let id = IdentityConfig::compile(section, base)
                     .map_err(|e| ConfigError::at_key(path, source, &e.key, &e.message, &e.fix))?;
@@ -490,6 +490,20 @@ impl Config {
             }
             None => None,
         };
+
+        if identity
+            .as_ref()
+            .is_some_and(|i| !i.client_certs.is_empty())
+            && !tls.as_ref().is_some_and(|t| t.client_certs)
+        {
+            return Err(ConfigError::at_key(
+                path,
+                source,
+                "identity.client_cert",
+                "client certificate identities need verified client certificates",
+                "set server.tls.client_ca_file to the CA that issues them",
+            ));
+        }
 
         let t = &root.timeouts;
         let workers = match root.server.workers {

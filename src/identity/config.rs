@@ -14,6 +14,9 @@ use serde::Deserialize;
 use super::assertion::Signer;
 use crate::config::{Dur, KeyError};
 
+/// The `issuer` of identities taken from client certificates.
+pub const CERT_ISSUER: &str = "mtls";
+
 /// The header carrying the identity assertion upstream, unless configured otherwise. Stripped
 /// from client requests even when identity is off, so a client can never forge it.
 pub const DEFAULT_ASSERTION_HEADER: &str = "x-modelgate-identity";
@@ -32,7 +35,22 @@ pub struct IdentitySection {
     /// Limit on one discovery or JWKS fetch (connect, TLS and body).
     pub fetch_timeout: Dur,
     pub issuer: Vec<IssuerSection>,
+    /// `[[identity.client_cert]]`: service accounts known by their TLS client certificate.
+    pub client_cert: Vec<ClientCertSection>,
     pub upstream_assertion: AssertionSection,
+}
+
+/// A client certificate name mapped to an identity (needs `server.tls.client_ca_file`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertSection {
+    /// The certificate's first SAN URI (SPIFFE ID), else first SAN DNS name, else subject CN:
+    /// exact, or a prefix ending in `*`.
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +125,7 @@ impl Default for IdentitySection {
             kid_refresh_cooldown: Dur::secs(30),
             fetch_timeout: Dur::secs(5),
             issuer: Vec::new(),
+            client_cert: Vec::new(),
             upstream_assertion: AssertionSection::default(),
         }
     }
@@ -135,9 +154,17 @@ pub struct IdentityConfig {
     pub kid_refresh_cooldown: Duration,
     pub fetch_timeout: Duration,
     pub issuers: Vec<Arc<IssuerConfig>>,
+    pub client_certs: Vec<ClientCertRule>,
     pub assertion: Option<Arc<Signer>>,
     pub assertion_header: String,
     pub forward_client_authorization: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertRule {
+    pub name: String,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -192,7 +219,23 @@ impl IdentityConfig {
                 "use letters, digits and '-', e.g. \"x-modelgate-identity\"",
             ));
         }
+        let mut client_certs = Vec::new();
+        for (i, c) in s.client_cert.iter().enumerate() {
+            if c.name.is_empty() || c.name == "*" {
+                return Err(KeyError::new(
+                    &format!("identity.client_cert[{i}].name"),
+                    "a client certificate rule must name whom it maps",
+                    "write the SAN URI (e.g. \"spiffe://prod/ns/ml/sa/x\"), a DNS name or CN, or a prefix ending in *",
+                ));
+            }
+            client_certs.push(ClientCertRule {
+                name: c.name.clone(),
+                groups: c.groups.clone(),
+                scopes: c.scopes.clone(),
+            });
+        }
         Ok(IdentityConfig {
+            client_certs,
             max_token_bytes: s.max_token_bytes,
             leeway: s.leeway.0.as_secs(),
             token_cache_entries: s.token_cache_entries.max(1),
@@ -207,6 +250,26 @@ impl IdentityConfig {
 
     pub fn issuer(&self, iss: &str) -> Option<&Arc<IssuerConfig>> {
         self.issuers.iter().find(|i| i.issuer == iss)
+    }
+
+    /// The identity a verified client certificate (DER) stands for: its holder's name mapped by
+    /// the first matching `[[identity.client_cert]]`, or `None` when no rule names it.
+    pub fn cert_identity(&self, der: &[u8]) -> Option<super::Identity> {
+        let name = super::cert::holder_name(der)?;
+        let rule = self
+            .client_certs
+            .iter()
+            .find(|r| match r.name.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => r.name == name,
+            })?;
+        Some(super::Identity {
+            subject: name.clone(),
+            issuer: CERT_ISSUER.into(),
+            groups: rule.groups.clone(),
+            scopes: rule.scopes.clone(),
+            client_id: Some(name),
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`hub::KeyHub`], fetched by one task on the identity thread ([`hub::KeyHub::run_fetcher`]).
 
 pub mod assertion;
+pub mod cert;
 pub mod config;
 pub mod fetch;
 pub mod hub;
@@ -64,6 +65,13 @@ pub struct Verified {
 }
 
 impl Verified {
+    pub fn new(identity: Identity) -> Verified {
+        Verified {
+            identity,
+            assertion: RefCell::new(None),
+        }
+    }
+
     /// The signed identity assertion for `audience`, reused while more than a fifth of its
     /// lifetime is left (signing costs ~20 µs; a cached token should not pay it every time).
     pub fn assertion(&self, signer: &Signer, audience: &str) -> Option<Rc<str>> {
@@ -112,6 +120,13 @@ impl Authenticator {
 
     pub fn config(&self) -> &IdentityConfig {
         &self.config
+    }
+
+    /// The identity of a connection's verified client certificate, if a rule maps it.
+    pub fn certificate(&self, der: &[u8]) -> Option<Rc<Verified>> {
+        self.config
+            .cert_identity(der)
+            .map(|i| Rc::new(Verified::new(i)))
     }
 
     /// Authenticates the value of the request's `Authorization` header.

@@ -59,7 +59,12 @@ pub async fn admit(
         0 | 1 => head.fields.get("authorization"),
         _ => Some(&b"duplicate"[..]),
     };
-    let verified = match auth.authenticate(header).await {
+    // A bearer token speaks for the request; without one, a mapped client certificate does.
+    let verified = match (header, &ctx.peer_identity) {
+        (None, Some(peer)) => Ok(Rc::clone(peer)),
+        _ => auth.authenticate(header).await,
+    };
+    let verified = match verified {
         Ok(v) => v,
         Err(e) => {
             tracing::info!(request_id = %ctx.request_id, route = %route.id, reason = %e, "request not authenticated");

@@ -75,6 +75,8 @@ pub struct RequestCtx {
     pub decision: Option<Decision>,
     /// The client connection is TLS.
     pub tls: bool,
+    /// The identity of the connection's client certificate (mTLS), when a rule maps it.
+    pub peer_identity: Option<Rc<Verified>>,
     /// `100 Continue` already went to the client (the model was read from the body).
     pub continue_sent: bool,
     /// The model was read from the body's first bytes; the rest must not contradict it.
@@ -141,6 +143,7 @@ impl RequestCtx {
             model: None,
             decision: None,
             tls: false,
+            peer_identity: None,
             continue_sent: false,
             model_from_body: false,
             response_started: false,

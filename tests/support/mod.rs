@@ -13,6 +13,7 @@ pub mod client;
 pub mod gateway;
 pub mod http;
 pub mod idp;
+pub mod pki;
 pub mod script;
 pub mod sse;
 pub mod upstream;

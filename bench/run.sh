@@ -15,7 +15,7 @@ REPEATS=${REPEATS:-3}             # repeats; every repeat runs every target in t
 WARMUP=${WARMUP:-1}               # seconds of wrk warm-up per h1 target (0 = none)
 CONNS=${CONNS:-32}                # wrk -c
 THREADS=${THREADS:-1}             # wrk -t
-LOADS=${LOADS:-"h1-1k sse-1"}     # which loads to run
+LOADS=${LOADS:-"h1-1k tls-1k sse-1"}  # which loads to run
 SSE_EVENTS=${SSE_EVENTS:-200}     # events per SSE stream
 SSE_GAP_MS=${SSE_GAP_MS:-10}      # gap between SSE events
 ORIGIN_WORKERS=${ORIGIN_WORKERS:-2}  # workers of the origin nginx (h1-1k)
@@ -126,6 +126,7 @@ wait_http() {    # wait_http PORT PID: until anything answers HTTP (any status)
     while [ $SECONDS -lt $deadline ]; do
         kill -0 "$pid" 2>/dev/null || return 1
         curl -s -o /dev/null -m 1 "http://127.0.0.1:$port/" && return 0
+        curl -sk -o /dev/null -m 1 "https://127.0.0.1:$port/" && return 0
         sleep 0.1
     done
     return 1
@@ -308,7 +309,8 @@ $(nginx_temp_paths "$d")
         keepalive_timeout 300s;
     }
     server {
-        listen 127.0.0.1:$port;
+        listen 127.0.0.1:$port$( [ "$TLS_LOAD" = 1 ] && echo " ssl" );
+$( [ "$TLS_LOAD" = 1 ] && printf '        ssl_certificate %s;\n        ssl_certificate_key %s;\n        ssl_protocols TLSv1.2 TLSv1.3;\n' "$T/tls/cert.pem" "$T/tls/key.pem" )
         location / {
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -368,6 +370,9 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
         if [ "$v" = modelgate_auth ] && [ "$load" = sse-1 ]; then
             continue   # sse-bench's client sends no Authorization header; h1-1k measures authn
         fi
+        if [ "$load" = tls-1k ] && [ "$v" != modelgate ] && [ "$v" != modelgate_base ]; then
+            continue   # tls-1k measures TLS termination on the plain proxy
+        fi
         name=$v-$load
         alloc_port "PORT_$v"
         eval "port=\$PORT_$v"
@@ -376,6 +381,9 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
         [ "$v" = modelgate_base ] && { auth=; bin=$MODELGATE_BASE; }
         write_modelgate_conf "$T/$name.toml" "$port" "$oport" "$auth"
         variant_toml "$v" "$T/$name" >>"$T/$name.toml"
+        if [ "$load" = tls-1k ]; then
+            printf '\n[server.tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$T/tls/cert.pem" "$T/tls/key.pem" >>"$T/$name.toml"
+        fi
         start_bg "$name" "$bin" run --config "$T/$name.toml"
         eval "PID_$v=\$LAST_PID"
         if wait_http "$port" "$LAST_PID"; then
@@ -447,33 +455,40 @@ rotate() {       # rotate N words...: the words starting at offset N (mod count)
 }
 
 declare -A H1_CPU H1_RPS H1_ERR SSE_MED SSE_P99 SSE_BAD
+TLS_LOAD=0
 ALL_TARGETS="direct nginx $MG_VARIANTS"
 
 # ------------------------------------------------------------------- h1-1k ---
 run_wrk() {      # run_wrk PORT SECONDS OUTFILE [TARGET]: the auth variant sends its token
     local hdr=()
     [ "${4:-}" = modelgate_auth ] && hdr=(-H "Authorization: Bearer $AUTH_TOKEN")
-    run_fg wrk -t"$THREADS" -c"$CONNS" -d"$2s" "${hdr[@]}" "http://127.0.0.1:$1/1k" >"$3" 2>&1
+    run_fg wrk -t"$THREADS" -c"$CONNS" -d"$2s" "${hdr[@]}" "$(scheme "${4:-}")://127.0.0.1:$1/1k" >"$3" 2>&1
 }
 
-load_h1() {
+scheme() {       # scheme TARGET: https for the proxies in the tls-1k load (the origin is plain)
+    if [ "$TLS_LOAD" = 1 ] && [ "$1" != direct ]; then echo https; else echo http; fi
+}
+
+load_h1() {      # load_h1 [h1-1k|tls-1k]: tls-1k terminates TLS 1.3 at the proxies
+    local load=${1:-h1-1k} oport opid t r out reqs rps errs c0 c1 cpu
     echo
-    echo "== h1-1k: wrk -t$THREADS -c$CONNS -d${DURATION}s, 1 KiB body, keep-alive; origin nginx ($ORIGIN_WORKERS workers)"
-    local oport opid t r out reqs rps errs c0 c1 cpu
+    echo "== $load: wrk -t$THREADS -c$CONNS -d${DURATION}s, 1 KiB body, keep-alive; origin nginx ($ORIGIN_WORKERS workers)"
     alloc_port oport
     start_nginx origin-h1 write_origin_nginx origin-h1 "$oport"
     opid=$LAST_PID
     wait_http "$oport" "$opid" || { echo "origin nginx did not start:"; cat "$T/origin-h1/error.log"; exit 1; }
-    start_targets h1-1k "$oport" "$opid"
+    TLS_LOAD=0
+    [ "$load" = tls-1k ] && { make_tls_cert; TLS_LOAD=1; }
+    start_targets "$load" "$oport" "$opid"
     for t in $TARGETS; do
         eval "port=\$PORT_$t"
-        code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $AUTH_TOKEN" "http://127.0.0.1:$port/1k")
-        [ "$code" = 200 ] || echo "[h1-1k] WARNING: $t answers /1k with HTTP $code"
+        code=$(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $AUTH_TOKEN" "$(scheme "$t")://127.0.0.1:$port/1k")
+        [ "$code" = 200 ] || echo "[$load] WARNING: $t answers /1k with HTTP $code"
         if [ "$WARMUP" != 0 ]; then run_wrk "$port" "$WARMUP" /dev/null "$t"; fi
     done
     for ((r=1; r<=REPEATS; r++)); do
         for t in $(rotate $((r - 1)) $TARGETS); do
-            out=$T/wrk-$t-$r.txt
+            out=$T/wrk-$load-$t-$r.txt
             eval "port=\$PORT_$t pid=\$PID_$t"
             c0=$(cpu_ticks "$pid")
             run_wrk "$port" "$DURATION" "$out" "$t"
@@ -482,19 +497,30 @@ load_h1() {
             rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
             errs=$(awk '/Non-2xx/ {n+=$NF} /Socket errors:/ {gsub(",", ""); n+=$4+$6+$8+$10} END{print n+0}' "$out")
             if [ -z "$reqs" ] || [ "$reqs" = 0 ]; then
-                echo "[h1-1k r$r] $t: wrk produced no requests:"; sed 's/^/    /' "$out"
+                echo "[$load r$r] $t: wrk produced no requests:"; sed 's/^/    /' "$out"
                 reqs=n/a; rps=n/a; cpu=n/a
             else
                 cpu=$(calc %.2f 'v[1] * 1000000 / v[2] / v[3]' $((c1 - c0)) "$CLK_TCK" "$reqs")
             fi
             [ "$t" = direct ] && cpu=n/a   # the origin's CPU is not a proxy cost
-            H1_CPU[$t]+="$cpu "; H1_RPS[$t]+="$rps "; H1_ERR[$t]=$(( ${H1_ERR[$t]:-0} + errs ))
-            printf '[h1-1k r%d] %-10s req/s=%-10s requests=%-9s cpu_us_per_req=%-7s errors=%s\n' \
-                "$r" "$t" "$rps" "$reqs" "$cpu" "$errs"
+            H1_CPU[$load/$t]+="$cpu "; H1_RPS[$load/$t]+="$rps "
+            H1_ERR[$load/$t]=$(( ${H1_ERR[$load/$t]:-0} + errs ))
+            printf '[%s r%d] %-10s req/s=%-10s requests=%-9s cpu_us_per_req=%-7s errors=%s\n' \
+                "$load" "$r" "$t" "$rps" "$reqs" "$cpu" "$errs"
         done
     done
     stop_targets
     stop_pid "$opid"
+    TLS_LOAD=0
+}
+
+make_tls_cert() {  # a self-signed P-256 certificate for 127.0.0.1, shared by nginx and modelgate
+    [ -f "$T/tls/cert.pem" ] && return
+    mkdir -p "$T/tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=127.0.0.1 \
+        -addext subjectAltName=IP:127.0.0.1 -keyout "$T/tls/key.pem" -out "$T/tls/cert.pem" 2>/dev/null ||
+        { echo "openssl could not make a certificate"; exit 1; }
+    chmod 644 "$T/tls/key.pem"   # nginx workers run as nobody
 }
 
 # ------------------------------------------------------------------- sse-1 ---
@@ -533,9 +559,9 @@ load_sse() {
 # --------------------------------------------------------------------- main ---
 for load in $LOADS; do
     case $load in
-        h1-1k) load_h1 ;;
+        h1-1k|tls-1k) load_h1 "$load" ;;
         sse-1) load_sse ;;
-        *) echo "unknown load $load (known: h1-1k sse-1)"; exit 1 ;;
+        *) echo "unknown load $load (known: h1-1k tls-1k sse-1)"; exit 1 ;;
     esac
 done
 
@@ -557,26 +583,29 @@ echo "- machine: $MACHINE"
 echo "- peers: $NGINX_V; $WRK_V; $MG_NOTE"
 echo "- medians of $REPEATS repeats; targets run in turn within each repeat (order rotated per repeat)"
 
-if [[ " $LOADS " == *" h1-1k "* ]]; then
-    ng_cpu=$(median ${H1_CPU[nginx]:-}); ng_rps=$(median ${H1_RPS[nginx]:-})
+for load in h1-1k tls-1k; do
+    [[ " $LOADS " == *" $load "* ]] || continue
+    ng_cpu=$(median ${H1_CPU[$load/nginx]:-}); ng_rps=$(median ${H1_RPS[$load/nginx]:-})
     echo
-    echo "### h1-1k — \`wrk -t$THREADS -c$CONNS -d${DURATION}s\`, 1 KiB body, keep-alive, origin nginx"
+    note="origin nginx"
+    [ "$load" = tls-1k ] && note="TLS 1.3 (P-256 certificate) at the proxies, plain origin nginx"
+    echo "### $load — \`wrk -t$THREADS -c$CONNS -d${DURATION}s\`, 1 KiB body, keep-alive, $note"
     echo
     echo "| target | CPU µs/req | ÷ nginx | req/s | ÷ nginx | errors | CPU µs/req per repeat |"
     echo "|---|---:|---:|---:|---:|---:|---|"
     for t in $ALL_TARGETS; do
-        if [ -z "${H1_RPS[$t]:-}" ]; then
+        if [ -z "${H1_RPS[$load/$t]:-}" ]; then
             echo "| $(label "$t") | skipped | | | | | |"; continue
         fi
-        cpu=$(median ${H1_CPU[$t]}); rps=$(median ${H1_RPS[$t]})
+        cpu=$(median ${H1_CPU[$load/$t]}); rps=$(median ${H1_RPS[$load/$t]})
         rps_r=$(safe_div %.2f "$rps" "$ng_rps")
         if [ "$t" = direct ]; then cpu_cell="–"; cpu_r="–"; per="–"
-        else cpu_cell=$(calc %.2f 'v[1]' "$cpu"); cpu_r=$(safe_div %.2f "$cpu" "$ng_cpu"); per=${H1_CPU[$t]% }
+        else cpu_cell=$(calc %.2f 'v[1]' "$cpu"); cpu_r=$(safe_div %.2f "$cpu" "$ng_cpu"); per=${H1_CPU[$load/$t]% }
         fi
         printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$(label "$t")" "$cpu_cell" "$cpu_r" \
-            "$(calc %.0f 'v[1]' "$rps")" "$rps_r" "${H1_ERR[$t]:-0}" "$per"
+            "$(calc %.0f 'v[1]' "$rps")" "$rps_r" "${H1_ERR[$load/$t]:-0}" "$per"
     done
-fi
+done
 
 if [[ " $LOADS " == *" sse-1 "* ]]; then
     d_med=$(median ${SSE_MED[direct]:-})

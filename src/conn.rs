@@ -32,7 +32,7 @@ pub struct Conn {
     pub buf: BytesMut,
 }
 
-/// The socket: plain TCP, or TCP under a TLS session (client side only).
+/// The socket: plain TCP, or TCP under a TLS session (either side).
 enum Io {
     Tcp(TcpStream),
     Tls(Box<TlsIo>),
@@ -49,7 +49,7 @@ impl Conn {
         }
     }
 
-    /// Wraps a TLS session whose handshake is done.
+    /// Wraps a TLS session (client or server side) whose handshake is done.
     pub fn tls(session: TlsIo) -> Conn {
         let _ = session.tcp.set_nodelay(true);
         Conn {
@@ -109,14 +109,15 @@ impl Conn {
 
     /// Whether a pooled connection is still usable: no EOF, no error, and no unsolicited bytes
     /// waiting (an upstream must not speak before it is asked). One non-blocking `recv` peek.
-    pub fn is_reusable(&self) -> bool {
+    pub fn is_reusable(&mut self) -> bool {
         use std::os::fd::AsRawFd;
-        let Io::Tcp(stream) = &self.io else {
-            return false;
-        };
         if !self.buf.is_empty() {
             return false;
         }
+        let stream = match &mut self.io {
+            Io::Tcp(s) => s,
+            Io::Tls(t) => return t.idle_and_clean(),
+        };
         let mut byte = 0u8;
         // SAFETY: `recv` writes at most 1 byte into `byte`, which lives across the call; the fd
         // is owned by `self.stream` and open for the duration of the call.

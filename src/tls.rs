@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use serde::Deserialize;
@@ -169,6 +169,26 @@ fn certified_key(
     provider: &CryptoProvider,
     at: &str,
 ) -> Result<Arc<CertifiedKey>, KeyError> {
+    let (chain, private) = read_pair(cert, key, at)?;
+    CertifiedKey::from_der(chain, private, provider)
+        .map(Arc::new)
+        .map_err(|e| mismatch(at, e))
+}
+
+fn mismatch(at: &str, e: rustls::Error) -> KeyError {
+    KeyError::new(
+        &format!("{at}.key_file"),
+        &format!("key does not fit the certificate: {e}"),
+        "use the private key the certificate was issued for",
+    )
+}
+
+/// A PEM certificate chain and its private key.
+fn read_pair(
+    cert: &Path,
+    key: &Path,
+    at: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), KeyError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect())
         .map_err(|e| {
@@ -192,15 +212,7 @@ fn certified_key(
             "point key_file at the PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1)",
         )
     })?;
-    CertifiedKey::from_der(chain, private, provider)
-        .map(Arc::new)
-        .map_err(|e| {
-            KeyError::new(
-                &format!("{at}.key_file"),
-                &format!("key does not fit the certificate: {e}"),
-                "use the private key the certificate was issued for",
-            )
-        })
+    Ok((chain, private))
 }
 
 fn roots(ca: &Path) -> Result<Arc<rustls::RootCertStore>, KeyError> {
@@ -252,22 +264,39 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// A server-side TLS session over a monoio `TcpStream`, driven by hand so the connection's
-/// own buffer receives the plaintext (no extra copy layer) and the verified client certificate
+/// A TLS session over a monoio `TcpStream` (either side), driven by hand so the connection's
+/// own buffer receives the plaintext (no extra copy layer) and the verified peer certificate
 /// stays reachable. Raw TLS bytes read but not yet taken by rustls wait in `pending`.
 pub struct TlsIo {
     pub tcp: monoio::net::TcpStream,
-    pub session: rustls::ServerConnection,
+    pub session: rustls::Connection,
     pending: Vec<u8>,
 }
 
 impl TlsIo {
-    /// Runs the handshake to its end (the caller bounds it with the handshake timeout).
+    /// The server side: runs the handshake to its end (the caller bounds it with a timeout).
     pub async fn accept(
         tcp: monoio::net::TcpStream,
         config: Arc<rustls::ServerConfig>,
     ) -> std::io::Result<TlsIo> {
         let session = rustls::ServerConnection::new(config).map_err(std::io::Error::other)?;
+        TlsIo::handshake(tcp, session.into()).await
+    }
+
+    /// The client side, to a model server: verifies it as `name`.
+    pub async fn connect(
+        tcp: monoio::net::TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        name: ServerName<'static>,
+    ) -> std::io::Result<TlsIo> {
+        let session = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+        TlsIo::handshake(tcp, session.into()).await
+    }
+
+    async fn handshake(
+        tcp: monoio::net::TcpStream,
+        session: rustls::Connection,
+    ) -> std::io::Result<TlsIo> {
         let mut io = TlsIo {
             tcp,
             session,
@@ -352,5 +381,135 @@ impl TlsIo {
     /// The verified client certificate's leaf, if the client presented one.
     pub fn peer_leaf(&self) -> Option<&CertificateDer<'static>> {
         self.session.peer_certificates().and_then(|c| c.first())
+    }
+
+    /// For a pooled upstream session: takes in whatever arrived while it was idle without
+    /// blocking (TLS 1.3 servers send session tickets after the handshake) and says whether it
+    /// is still clean: no plaintext the server was not asked for, no close, no error.
+    pub fn idle_and_clean(&mut self) -> bool {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let mut raw = [0u8; 4096];
+        loop {
+            // SAFETY: `recv` writes at most `raw.len()` bytes into `raw`, which outlives the
+            // call; the fd belongs to `self.tcp` and is open.
+            let n = unsafe {
+                libc::recv(
+                    self.tcp.as_raw_fd(),
+                    raw.as_mut_ptr().cast(),
+                    raw.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n == 0 {
+                return false;
+            }
+            if n < 0 {
+                let would_block =
+                    std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock;
+                if !would_block {
+                    return false;
+                }
+                break;
+            }
+            self.pending.extend_from_slice(&raw[..n as usize]);
+        }
+        while !self.pending.is_empty() {
+            let mut rd: &[u8] = &self.pending;
+            let Ok(taken) = self.session.read_tls(&mut rd) else {
+                return false;
+            };
+            self.pending.drain(..taken);
+            if self.session.process_new_packets().is_err() || taken == 0 {
+                return false;
+            }
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.session.reader().read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            && !self.session.wants_write()
+    }
+}
+
+/// `[upstream.tls]`: TLS to the model servers of one upstream group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// Name sent as SNI and verified in the server's certificate; default: the endpoint's IP.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// PEM bundle the server's certificate must chain to; default: the system bundle.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for model servers that require mTLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// The system CA bundle on Debian and its derivatives.
+pub const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Client-side TLS settings of one upstream group.
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: Option<ServerName<'static>>,
+}
+
+impl std::fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    /// `at` is the section's dotted key, for errors (`upstream[2].tls`).
+    pub fn load(s: &UpstreamTlsSection, base: &Path, at: &str) -> Result<UpstreamTls, KeyError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let ca = s
+            .ca_file
+            .as_ref()
+            .map_or_else(|| PathBuf::from(SYSTEM_BUNDLE), |p| base.join(p));
+        let roots = roots(&ca).map_err(|e| KeyError {
+            key: format!("{at}.ca_file"),
+            ..e
+        })?;
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| KeyError::new(at, &e.to_string(), "check the TLS settings"))?
+            .with_root_certificates(roots);
+        let mut config = match (&s.cert_file, &s.key_file) {
+            (None, None) => builder.with_no_client_auth(),
+            (Some(cert), Some(key)) => {
+                let (chain, private) = read_pair(&base.join(cert), &base.join(key), at)?;
+                builder
+                    .with_client_auth_cert(chain, private)
+                    .map_err(|e| mismatch(at, e))?
+            }
+            _ => {
+                return Err(KeyError::new(
+                    &format!("{at}.cert_file"),
+                    "cert_file and key_file go together",
+                    "set both (a client certificate for mTLS to the model server), or neither",
+                ))
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let server_name = match &s.server_name {
+            None => None,
+            Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {
+                KeyError::new(
+                    &format!("{at}.server_name"),
+                    &format!("{n:?} is not a DNS name or IP address"),
+                    "write the name in the model server's certificate, e.g. \"vllm.internal\"",
+                )
+            })?),
+        };
+        Ok(UpstreamTls {
+            config: Arc::new(config),
+            server_name,
+        })
     }
 }

@@ -16,6 +16,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
+
+use crate::tls::{TlsIo, UpstreamTls};
 
 use crate::config::{Timeouts, Upstream};
 use crate::conn::Conn;
@@ -35,6 +39,7 @@ pub struct Pool {
     fail_backoff: Duration,
     max_idle: usize,
     idle_timeout: Duration,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 /// One request's claim on an endpoint; counts as outstanding until dropped.
@@ -61,6 +66,7 @@ impl Pool {
             fail_backoff: cfg.fail_backoff,
             max_idle: cfg.max_idle_per_endpoint,
             idle_timeout: cfg.pool_idle_timeout,
+            tls: cfg.tls.clone(),
         })
     }
 
@@ -80,11 +86,10 @@ impl Pool {
             if let Some(conn) = self.pooled(ep) {
                 return Ok((conn, lease));
             }
-            match monoio::time::timeout(t.upstream_connect, TcpStream::connect_addr(ep.addr)).await
-            {
-                Ok(Ok(stream)) => {
+            match monoio::time::timeout(t.upstream_connect, self.connect(ep.addr)).await {
+                Ok(Ok(conn)) => {
                     ep.down_until.set(None);
-                    return Ok((Conn::new(stream), lease));
+                    return Ok((conn, lease));
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(upstream = %self.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
@@ -98,6 +103,21 @@ impl Pool {
             ep.down_until.set(Some(Instant::now() + self.fail_backoff));
         }
         Err(last)
+    }
+
+    /// TCP, then TLS when the group has `[upstream.tls]` (verified as its `server_name`, else
+    /// the endpoint's IP address). Both under the caller's connect timeout.
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<Conn> {
+        let tcp = TcpStream::connect_addr(addr).await?;
+        let Some(tls) = &self.tls else {
+            return Ok(Conn::new(tcp));
+        };
+        let name = tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        let session = TlsIo::connect(tcp, tls.config.clone(), name).await?;
+        Ok(Conn::tls(session))
     }
 
     /// Returns a connection whose exchange completed cleanly, for reuse.
@@ -137,7 +157,7 @@ impl Pool {
     /// The most recently used idle connection that is still alive; stale ones are dropped.
     fn pooled(&self, ep: &Endpoint) -> Option<Conn> {
         let mut idle = ep.idle.borrow_mut();
-        while let Some((conn, since)) = idle.pop() {
+        while let Some((mut conn, since)) = idle.pop() {
             if since.elapsed() < self.idle_timeout && conn.is_reusable() {
                 return Some(conn);
             }

@@ -291,3 +291,106 @@ fn a_silent_client_is_cut_off_by_the_handshake_timeout() {
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("server.tls.key_file"), "{}", out.stderr);
 }
+
+/// `tests/clients/tls_origin.py`: an HTTPS/1.1 server (Python's ssl, i.e. OpenSSL) that answers
+/// with the client's source port; killed on drop.
+struct TlsOrigin {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsOrigin {
+    fn start(leaf: &Leaf, client_ca: Option<&Path>) -> TlsOrigin {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tls_origin.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(&leaf.cert).arg(&leaf.key);
+        if let Some(ca) = client_ca {
+            cmd.arg(ca);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("python3");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("tls_origin.py: {line:?}"));
+        TlsOrigin { child, port }
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain listener in front of one TLS upstream with `tls` as its `[upstream.tls]` body.
+fn upstream_tls_config(origin: &TlsOrigin, tls: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[upstream]]\nname = \"models\"\nendpoints = [\"127.0.0.1:{}\"]\n[upstream.tls]\n{tls}\n[[route]]\nid = \"all\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n",
+        origin.port
+    )
+}
+
+#[test]
+fn model_servers_are_reached_over_verified_tls_and_connections_are_reused() {
+    let e = env();
+    let leaf = e.ca.server("models", &["models.test"]);
+    let origin = TlsOrigin::start(&leaf, None);
+    let ca = format!("ca_file = \"{}\"\n", p(&e.ca.cert));
+    let gw = Gateway::start(&upstream_tls_config(
+        &origin,
+        &format!("{ca}server_name = \"models.test\""),
+    ));
+    let mut client = gw.connect();
+    let first = client.request("GET /a HTTP/1.1\r\nhost: m\r\n\r\n");
+    let second = client.request("GET /b HTTP/1.1\r\nhost: m\r\n\r\n");
+    assert_eq!(first.status(), 200, "{}", first.body_str());
+    assert!(first.body_str().starts_with("port="));
+    // One TLS connection to the model server carried both requests (TLS 1.3 session tickets
+    // that arrive after the handshake do not make the pooled connection look dirty).
+    assert_eq!(first.body_str(), second.body_str());
+
+    // Verification is on: the wrong name, or a CA that did not sign the server, is a 502.
+    let wrong_name = Gateway::start(&upstream_tls_config(
+        &origin,
+        &format!("{ca}server_name = \"other.test\""),
+    ));
+    assert_eq!(wrong_name.connect().request(get("/")).status(), 502);
+    let other_ca = Ca::new(e.ca.dir.as_path(), "unrelated-ca");
+    let wrong_ca = Gateway::start(&upstream_tls_config(
+        &origin,
+        &format!(
+            "ca_file = \"{}\"\nserver_name = \"models.test\"",
+            p(&other_ca.cert)
+        ),
+    ));
+    assert_eq!(wrong_ca.connect().request(get("/")).status(), 502);
+    wrong_ca.wait_log(|l| l["message"] == "upstream connect failed");
+}
+
+#[test]
+fn model_servers_that_require_client_certificates_get_the_configured_one() {
+    let e = env();
+    let leaf = e.ca.server("models", &["models.test"]);
+    let origin = TlsOrigin::start(&leaf, Some(&e.ca.cert));
+    let base = format!(
+        "ca_file = \"{}\"\nserver_name = \"models.test\"\n",
+        p(&e.ca.cert)
+    );
+    let without = Gateway::start(&upstream_tls_config(&origin, &base));
+    assert_eq!(without.connect().request(get("/")).status(), 502);
+    let client = e.ca.client("gateway", "spiffe://prod.test/gateway");
+    let with = Gateway::start(&upstream_tls_config(
+        &origin,
+        &format!(
+            "{base}cert_file = \"{}\"\nkey_file = \"{}\"",
+            p(&client.cert),
+            p(&client.key)
+        ),
+    ));
+    assert_eq!(with.connect().request(get("/")).status(), 200);
+}

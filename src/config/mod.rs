@@ -25,7 +25,7 @@ use crate::masking::{Masker, MaskingSection, Mode};
 use crate::policy::{classes, Policy, PolicySection};
 use crate::recorder::{RecorderConfig, RecordingSection};
 use crate::route::{ClassOf, HostMatch, Route, Router};
-use crate::tls::{Tls, TlsSection};
+use crate::tls::{Tls, TlsSection, UpstreamTls, UpstreamTlsSection};
 
 /// The validated configuration a worker runs with. Shared read-only (`Arc`) between workers and
 /// swapped whole on reload.
@@ -93,6 +93,8 @@ pub struct Upstream {
     pub fail_backoff: Duration,
     pub max_idle_per_endpoint: usize,
     pub pool_idle_timeout: Duration,
+    /// TLS to the model servers, when `[upstream.tls]` is set.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// The file as written. Defaults live here, once.
@@ -222,6 +224,8 @@ mod file {
         pub max_idle_per_endpoint: usize,
         #[serde(default = "default_pool_idle")]
         pub pool_idle_timeout: Dur,
+        #[serde(default)]
+        pub tls: Option<UpstreamTlsSection>,
     }
 
     fn default_fail_backoff() -> Dur {
@@ -314,7 +318,7 @@ impl Config {
         }
 
         let mut upstreams: Vec<Upstream> = Vec::new();
-        for u in &root.upstream {
+        for (i, u) in root.upstream.iter().enumerate() {
             if upstreams.iter().any(|x| x.name == *u.name.get_ref()) {
                 return Err(err(
                     u.name.span(),
@@ -329,7 +333,19 @@ impl Config {
                     "list at least one address, e.g. endpoints = [\"127.0.0.1:8000\"]",
                 ));
             }
+            let tls = match &u.tls {
+                Some(section) => {
+                    let base = path.parent().unwrap_or(Path::new("."));
+                    let at = format!("upstream[{i}].tls");
+                    let tls = UpstreamTls::load(section, base, &at).map_err(|e| {
+                        ConfigError::at_key(path, source, &e.key, &e.message, &e.fix)
+                    })?;
+                    Some(Arc::new(tls))
+                }
+                None => None,
+            };
             upstreams.push(Upstream {
+                tls,
                 name: u.name.get_ref().clone(),
                 endpoints: u.endpoints.get_ref().iter().map(|a| a.0).collect(),
                 fail_backoff: u.fail_backoff.0,

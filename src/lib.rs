@@ -34,6 +34,7 @@ pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod log;

@@ -32,7 +32,8 @@ pub fn access(ctx: &RequestCtx) {
         request_id = %ctx.request_id,
         client = %ctx.client_ip,
         method = %ctx.method,
-        path = %ctx.path,
+        // Without the query: query strings carry API keys often enough to keep them out of logs.
+        path = %ctx.path.split('?').next().unwrap_or(""),
         route = ctx.route_id.as_deref().unwrap_or("-"),
         class = ctx.class.as_deref().unwrap_or("-"),
         subject = ctx.identity.as_ref().map_or("-", |v| v.identity.subject.as_str()),

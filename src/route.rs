@@ -97,6 +97,10 @@ impl Router {
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
         let host = strip_port(host).to_ascii_lowercase();
         let path = path.split('?').next().unwrap_or(path);
+        // Match on the path as model servers route it (Starlette, for one, decodes %XX), so
+        // `/%761/…` cannot slip past a `/v1` route into a broader, more open one.
+        let decoded = percent_decoded(path);
+        let path = decoded.as_deref().unwrap_or(path);
         self.routes
             .iter()
             .filter_map(|r| {
@@ -106,6 +110,35 @@ impl Router {
             .max_by_key(|(key, _)| *key)
             .map(|(_, r)| r)
     }
+}
+
+/// `path` with `%XX` escapes decoded, when it has any (invalid escapes and non-UTF-8 results
+/// are kept as written).
+fn percent_decoded(path: &str) -> Option<String> {
+    if !path.contains('%') {
+        return None;
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn strip_port(host: &str) -> &str {
@@ -161,6 +194,17 @@ mod tests {
             r.find("API.example.com", "/v1").unwrap().id.as_ref(),
             "exact"
         );
+    }
+
+    #[test]
+    fn encoded_paths_route_like_their_decoded_form() {
+        let r = Router::new(vec![route("open", None, "/"), route("v1", None, "/v1")]);
+        assert_eq!(
+            r.find("h", "/%761/load_lora_adapter").unwrap().id.as_ref(),
+            "v1"
+        );
+        assert_eq!(r.find("h", "/v1%2Fx").unwrap().id.as_ref(), "v1");
+        assert_eq!(r.find("h", "/%zz").unwrap().id.as_ref(), "open");
     }
 
     #[test]

@@ -130,25 +130,31 @@ impl Tls {
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(|e| KeyError::new("server.tls", &e.to_string(), "check the TLS settings"))?;
-        let builder = match &s.client_ca_file {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let roots = roots(&base.join(ca))?;
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-                let verifier = match s.client_auth {
-                    ClientAuth::Optional => verifier.allow_unauthenticated(),
-                    ClientAuth::Required => verifier,
-                };
-                let verifier = verifier.build().map_err(|e| {
-                    KeyError::new(
-                        "server.tls.client_ca_file",
-                        &e.to_string(),
-                        "give a PEM CA bundle",
-                    )
-                })?;
-                builder.with_client_cert_verifier(verifier)
-            }
-        };
+        let builder =
+            match &s.client_ca_file {
+                None if s.client_auth == ClientAuth::Required => return Err(KeyError::new(
+                    "server.tls.client_auth",
+                    "client_auth = \"required\" but no client_ca_file to verify certificates with",
+                    "set client_ca_file to the CA bundle that issues client certificates",
+                )),
+                None => builder.with_no_client_auth(),
+                Some(ca) => {
+                    let roots = roots(&base.join(ca))?;
+                    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+                    let verifier = match s.client_auth {
+                        ClientAuth::Optional => verifier.allow_unauthenticated(),
+                        ClientAuth::Required => verifier,
+                    };
+                    let verifier = verifier.build().map_err(|e| {
+                        KeyError::new(
+                            "server.tls.client_ca_file",
+                            &e.to_string(),
+                            "give a PEM CA bundle",
+                        )
+                    })?;
+                    builder.with_client_cert_verifier(verifier)
+                }
+            };
         let mut config = builder.with_cert_resolver(Arc::new(SniResolver {
             exact,
             wildcard,
@@ -348,8 +354,9 @@ impl TlsIo {
         Ok(())
     }
 
-    /// Appends decrypted bytes to `buf`. `Ok(0)`: the peer closed (with or without
-    /// close_notify; HTTP framing decides whether that cut something short).
+    /// Appends decrypted bytes to `buf`. `Ok(0)`: the peer closed with close_notify. A bare TCP
+    /// close is `UnexpectedEof`: on TLS, only close_notify proves nothing was cut off (a body
+    /// delimited by the connection's end must not look complete after an injected FIN).
     pub async fn read_into(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
         use std::io::Read;
         loop {
@@ -361,12 +368,11 @@ impl TlsIo {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(0),
                 Err(e) => return Err(e),
             }
             self.flush().await?;
             if self.read_tls().await? == 0 {
-                return Ok(0);
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
             }
         }
     }
@@ -374,8 +380,14 @@ impl TlsIo {
     /// Encrypts and sends all of `data`.
     pub async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
-        self.session.writer().write_all(data)?;
-        self.flush().await
+        // rustls buffers at most 64 KiB of plaintext: write what it takes, send, repeat.
+        let mut rest = data;
+        while !rest.is_empty() {
+            let n = self.session.writer().write(rest)?;
+            rest = &rest[n..];
+            self.flush().await?;
+        }
+        Ok(())
     }
 
     /// The verified client certificate's leaf, if the client presented one.

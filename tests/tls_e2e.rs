@@ -139,6 +139,20 @@ fn tls_1_2_and_1_3_with_alpn_http_1_1_only() {
 }
 
 #[test]
+fn a_large_response_crosses_the_tls_listener_whole() {
+    let e = env();
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let expected = body.clone();
+    let up = Upstream::respond(move |_| response(200, &["content-type: text/plain"], &body));
+    let mut cfg = config(&e, "", "");
+    cfg = cfg.replace(&e.up.url(), &up.url());
+    let gw = Gateway::start(&cfg);
+    let (code, got) = curl(&gw, &e, "/open/big", &[]);
+    assert_eq!(code, 0);
+    assert!(got.as_bytes() == expected.as_slice(), "{} bytes", got.len());
+}
+
+#[test]
 fn sni_chooses_the_certificate_and_reload_replaces_it() {
     let e = env();
     let a = e.ca.server("a", &["a.test"]);
@@ -231,7 +245,7 @@ fn client_certificates_are_required_verified_and_become_identities() {
             p(&e.ca.cert)
         )
     };
-    let rest = "[identity]\n[[identity.client_cert]]\nname = \"spiffe://prod.test/ns/ml/*\"\ngroups = [\"svc\"]\n\n[[policy.rule]]\nid = \"svc-infer\"\neffect = \"allow\"\ngroups = [\"svc\"]\nclasses = [\"inference\"]\n\n[[route]]\nid = \"models\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\napi = \"openai\"\n";
+    let rest = "[identity]\n[[identity.client_cert]]\nuri = \"spiffe://prod.test/ns/ml/*\"\ngroups = [\"svc\"]\n\n[[policy.rule]]\nid = \"svc-infer\"\neffect = \"allow\"\ngroups = [\"svc\"]\nclasses = [\"inference\"]\n\n[[route]]\nid = \"models\"\npath_prefix = \"/v1/\"\nupstream = \"models\"\napi = \"openai\"\n";
     let cert = |l: &Leaf| vec!["--cert".to_string(), p(&l.cert), "--key".into(), p(&l.key)];
 
     // Required: no certificate or a foreign one fails the handshake.
@@ -353,6 +367,18 @@ fn model_servers_are_reached_over_verified_tls_and_connections_are_reused() {
     // One TLS connection to the model server carried both requests (TLS 1.3 session tickets
     // that arrive after the handshake do not make the pooled connection look dirty).
     assert_eq!(first.body_str(), second.body_str());
+
+    // Bodies far larger than rustls's 64 KiB plaintext buffer go through whole, both ways.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let sum = big.iter().map(|&b| b as u64).sum::<u64>() % 65536;
+    let mut raw = format!(
+        "POST /big HTTP/1.1\r\nhost: m\r\ncontent-length: {}\r\n\r\n",
+        big.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(&big);
+    let res = client.request(raw);
+    assert_eq!(res.body_str(), format!("len=300000 sum={sum}"));
 
     // Verification is on: the wrong name, or a CA that did not sign the server, is a 502.
     let wrong_name = Gateway::start(&upstream_tls_config(

@@ -40,8 +40,16 @@ pub fn forbidden_in_trailer(name: &[u8]) -> bool {
         "expect",
         "trailer",
         "x-request-id",
+        "proxy-authorization",
+        "forwarded",
+        "via",
     ];
+    // The gateway's own fields (the identity assertion, X-Forwarded-*) cannot be smuggled in
+    // after the head either.
+    let prefixed = |p: &[u8]| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
     is_hop_by_hop(name)
+        || prefixed(b"x-modelgate-")
+        || prefixed(b"x-forwarded-")
         || FORBIDDEN
             .iter()
             .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))

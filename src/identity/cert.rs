@@ -2,8 +2,10 @@
 //! rustls has already verified against the configured CA; still parsed defensively (every
 //! length checked, no recursion), because a CA can sign odd certificates.
 //!
-//! The name a service account is known by is, in order: the first SAN URI (a SPIFFE ID such as
-//! `spiffe://prod.example/ns/ml/sa/summarizer`), the first SAN DNS name, the subject CN.
+//! A service account is known by a typed name: a SAN URI (a SPIFFE ID such as
+//! `spiffe://prod.example/ns/ml/sa/summarizer`), a SAN DNS name, or — only for certificates
+//! without a SAN extension — the subject CN. Rules name the type, so a CN that merely looks like a
+//! SPIFFE ID never passes for one.
 
 /// One DER element: tag and contents.
 struct Tlv<'a> {
@@ -42,8 +44,17 @@ const SEQUENCE: u8 = 0x30;
 const OID_SAN: &[u8] = &[0x55, 0x1d, 0x11];
 const OID_CN: &[u8] = &[0x55, 0x04, 0x03];
 
-/// The name a certificate (DER) identifies its holder by, or `None` if it has none we use.
-pub fn holder_name(der: &[u8]) -> Option<String> {
+/// The names a certificate holder is known by.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct HolderNames {
+    pub uris: Vec<String>,
+    pub dns: Vec<String>,
+    /// The subject CN, only when the certificate has no SAN extension.
+    pub cn: Option<String>,
+}
+
+/// The names of a certificate (DER), or `None` if it cannot be read.
+pub fn holder_names(der: &[u8]) -> Option<HolderNames> {
     let (cert, _) = tlv(der).filter(|(t, _)| t.tag == SEQUENCE)?;
     let (tbs, _) = tlv(cert.body).filter(|(t, _)| t.tag == SEQUENCE)?;
     let fields: Vec<Tlv<'_>> = children(tbs.body).collect();
@@ -51,12 +62,27 @@ pub fn holder_name(der: &[u8]) -> Option<String> {
     let skip = usize::from(fields.first()?.tag == 0xa0);
     let subject = fields.get(skip + 4).filter(|t| t.tag == SEQUENCE)?;
     let extensions = fields.iter().find(|t| t.tag == 0xa3);
-    let san = extensions.and_then(|e| san_name(e.body));
-    san.or_else(|| common_name(subject.body))
+    match extensions.and_then(|e| san_names(e.body)) {
+        Some((uris, dns)) => Some(HolderNames {
+            uris,
+            dns,
+            cn: None,
+        }),
+        None => Some(HolderNames {
+            cn: common_name(subject.body),
+            ..HolderNames::default()
+        }),
+    }
 }
 
-/// First SAN URI, else first SAN DNS name.
-fn san_name(explicit: &[u8]) -> Option<String> {
+/// The first name a certificate would be matched by (URI, else DNS, else CN): for logs.
+pub fn holder_name(der: &[u8]) -> Option<String> {
+    let n = holder_names(der)?;
+    n.uris.into_iter().chain(n.dns).next().or(n.cn)
+}
+
+/// The SAN extension's URIs and DNS names; `None` when there is no SAN extension.
+fn san_names(explicit: &[u8]) -> Option<(Vec<String>, Vec<String>)> {
     let (list, _) = tlv(explicit).filter(|(t, _)| t.tag == SEQUENCE)?;
     let ext = children(list.body).find(|ext| {
         children(ext.body)
@@ -67,15 +93,16 @@ fn san_name(explicit: &[u8]) -> Option<String> {
     let value = children(ext.body).find(|t| t.tag == 0x04)?;
     let (names, _) = tlv(value.body).filter(|(t, _)| t.tag == SEQUENCE)?;
     let names: Vec<Tlv<'_>> = children(names.body).collect();
-    let pick = |tag: u8| {
+    let all = |tag: u8| -> Vec<String> {
         names
             .iter()
-            .find(|n| n.tag == tag)
-            .and_then(|n| std::str::from_utf8(n.body).ok())
+            .filter(|n| n.tag == tag)
+            .filter_map(|n| std::str::from_utf8(n.body).ok())
             .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic()))
             .map(str::to_owned)
+            .collect()
     };
-    pick(0x86).or_else(|| pick(0x82))
+    Some((all(0x86), all(0x82)))
 }
 
 /// The subject's CN (UTF8String, PrintableString or IA5String).
@@ -122,17 +149,24 @@ mod tests {
     }
 
     #[test]
-    fn the_holder_is_the_san_uri_then_dns_then_cn() {
+    fn names_are_typed_and_the_cn_counts_only_without_a_san() {
         let spiffe = "spiffe://prod.example/ns/ml/sa/summarizer";
         let both = openssl_cert(
             "/CN=ignored",
             Some(&format!("DNS:svc.example,URI:{spiffe}")),
         );
+        let n = holder_names(&both).unwrap();
+        assert_eq!(n.uris, vec![spiffe.to_string()]);
+        assert_eq!((n.dns, n.cn), (vec!["svc.example".to_string()], None));
         assert_eq!(holder_name(&both).as_deref(), Some(spiffe));
-        let dns = openssl_cert("/CN=ignored", Some("DNS:svc.example"));
-        assert_eq!(holder_name(&dns).as_deref(), Some("svc.example"));
+        // A SAN with only an email: the CN does not count (it could say anything).
+        let email = openssl_cert("/CN=svc.example", Some("email:a@b.example"));
+        assert_eq!(holder_names(&email).unwrap(), HolderNames::default());
         let cn = openssl_cert("/O=ml/CN=batch-runner", None);
-        assert_eq!(holder_name(&cn).as_deref(), Some("batch-runner"));
+        assert_eq!(
+            holder_names(&cn).unwrap().cn.as_deref(),
+            Some("batch-runner")
+        );
     }
 
     #[test]

@@ -44,9 +44,14 @@ pub struct IdentitySection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientCertSection {
-    /// The certificate's first SAN URI (SPIFFE ID), else first SAN DNS name, else subject CN:
-    /// exact, or a prefix ending in `*`.
-    pub name: String,
+    /// Exactly one of: a SAN URI (SPIFFE ID), a SAN DNS name, or the subject CN (counted only
+    /// for certificates without a SAN extension). Exact, or a prefix ending in `*`.
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub dns: Option<String>,
+    #[serde(default)]
+    pub cn: Option<String>,
     #[serde(default)]
     pub groups: Vec<String>,
     #[serde(default)]
@@ -160,8 +165,17 @@ pub struct IdentityConfig {
     pub forward_client_authorization: bool,
 }
 
+/// Which certificate name a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertName {
+    Uri,
+    Dns,
+    Cn,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCertRule {
+    pub kind: CertName,
     pub name: String,
     pub groups: Vec<String>,
     pub scopes: Vec<String>,
@@ -221,15 +235,22 @@ impl IdentityConfig {
         }
         let mut client_certs = Vec::new();
         for (i, c) in s.client_cert.iter().enumerate() {
-            if c.name.is_empty() || c.name == "*" {
+            let named = match (&c.uri, &c.dns, &c.cn) {
+                (Some(n), None, None) => Some((CertName::Uri, n)),
+                (None, Some(n), None) => Some((CertName::Dns, n)),
+                (None, None, Some(n)) => Some((CertName::Cn, n)),
+                _ => None,
+            };
+            let Some((kind, name)) = named.filter(|(_, n)| !n.is_empty() && *n != "*") else {
                 return Err(KeyError::new(
-                    &format!("identity.client_cert[{i}].name"),
-                    "a client certificate rule must name whom it maps",
-                    "write the SAN URI (e.g. \"spiffe://prod/ns/ml/sa/x\"), a DNS name or CN, or a prefix ending in *",
+                    &format!("identity.client_cert[{i}]"),
+                    "a client certificate rule names exactly one of uri, dns and cn",
+                    "e.g. uri = \"spiffe://prod/ns/ml/sa/x\" (a prefix may end in *)",
                 ));
-            }
+            };
             client_certs.push(ClientCertRule {
-                name: c.name.clone(),
+                kind,
+                name: name.clone(),
                 groups: c.groups.clone(),
                 scopes: c.scopes.clone(),
             });
@@ -255,14 +276,19 @@ impl IdentityConfig {
     /// The identity a verified client certificate (DER) stands for: its holder's name mapped by
     /// the first matching `[[identity.client_cert]]`, or `None` when no rule names it.
     pub fn cert_identity(&self, der: &[u8]) -> Option<super::Identity> {
-        let name = super::cert::holder_name(der)?;
-        let rule = self
-            .client_certs
-            .iter()
-            .find(|r| match r.name.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => r.name == name,
+        let names = super::cert::holder_names(der)?;
+        let (rule, name) = self.client_certs.iter().find_map(|r| {
+            let candidates: &[String] = match r.kind {
+                CertName::Uri => &names.uris,
+                CertName::Dns => &names.dns,
+                CertName::Cn => names.cn.as_slice(),
+            };
+            let hit = candidates.iter().find(|n| match r.name.strip_suffix('*') {
+                Some(prefix) => n.starts_with(prefix),
+                None => r.name == **n,
             })?;
+            Some((r, hit.clone()))
+        })?;
         Some(super::Identity {
             subject: name.clone(),
             issuer: CERT_ISSUER.into(),

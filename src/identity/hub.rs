@@ -145,6 +145,7 @@ impl KeyHub {
                         (Instant::now() + cfg.refresh, 0)
                     }
                     Err(e) => {
+                        keys.expire_if_stale();
                         // Back off 1s, 2s, 4s … up to the refresh interval; old keys stay.
                         let wait = Duration::from_secs(1 << failures.min(10)).min(cfg.refresh);
                         tracing::warn!(issuer = %url, error = %e, retry_in = ?wait, "issuer key fetch failed; keeping the keys we have");
@@ -192,6 +193,19 @@ impl IssuerKeys {
         self.in_flight.load(Ordering::Acquire)
     }
 
+    /// Past `max_stale` without a successful fetch, the keys are dropped (and tokens cached
+    /// under them with them): an IdP outage is bridged for a day, not forever.
+    fn expire_if_stale(&self) {
+        let max_stale = self.config().max_stale;
+        let mut set = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        if set.fetched_at.is_some_and(|at| at.elapsed() > max_stale) {
+            set.keys.clear();
+            set.fetched_at = None;
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            tracing::error!("issuer keys older than max_stale dropped; its tokens are refused until a fetch succeeds");
+        }
+    }
+
     pub fn lookup(&self, kid: &str) -> Lookup {
         let max_stale = self.config().max_stale;
         let set = self.keys.read().unwrap_or_else(|e| e.into_inner());
@@ -206,7 +220,12 @@ impl IssuerKeys {
 
     fn replace(&self, new: Keys) {
         let mut set = self.keys.write().unwrap_or_else(|e| e.into_inner());
-        if set.keys.keys().any(|kid| !new.contains_key(kid)) {
+        // A key gone, or replaced under the same kid: tokens cached under it are checked again.
+        let changed = set.keys.iter().any(|(kid, old)| {
+            new.get(kid)
+                .is_none_or(|k| k.fingerprint != old.fingerprint)
+        });
+        if changed {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
         set.keys = new;

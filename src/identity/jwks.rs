@@ -12,11 +12,14 @@ use base64::Engine;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
+use sha2::Digest;
 
 use super::token::algorithms_for;
 
 pub struct VerifyKey {
     pub kid: String,
+    /// SHA-256 of the JWK as published: a key replaced under the same `kid` is a new key.
+    pub fingerprint: [u8; 32],
     pub key: DecodingKey,
     /// What this key may verify: its type's family, narrowed by its `alg` if it names one.
     pub algorithms: Vec<Algorithm>,
@@ -57,6 +60,7 @@ pub fn parse(body: &[u8]) -> Result<Keys, String> {
         keys.insert(
             kid.to_owned(),
             Arc::new(VerifyKey {
+                fingerprint: sha2::Sha256::digest(k.to_string().as_bytes()).into(),
                 kid: kid.to_owned(),
                 key,
                 algorithms,

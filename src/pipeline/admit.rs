@@ -114,13 +114,21 @@ pub async fn admit(
     }
 }
 
+/// Bodies worth reading for a model: JSON, or no declared type at all (model servers parse
+/// JSON regardless). An encoded body (`Content-Encoding: gzip`) cannot be read here, so its
+/// model stays unknown, which rules that deny or hold by model treat as a match.
 fn is_json_body(head: &RequestHead) -> bool {
+    let encoded = head
+        .fields
+        .get("content-encoding")
+        .is_some_and(|v| !v.eq_ignore_ascii_case(b"identity"));
     head.framing != BodyFraming::Empty
+        && !encoded
         && head
             .fields
             .get("content-type")
             .map(media_type)
-            .is_some_and(|e| e == "application/json" || e.ends_with("+json"))
+            .is_none_or(|e| e == "application/json" || e.ends_with("+json"))
 }
 
 /// Reads (without consuming) up to `limit` decoded body bytes until the top-level `model` is
@@ -138,6 +146,11 @@ async fn peek_model(
             Scan::Absent => return Ok(None),
             Scan::Invalid(why) => return Err(Error::downstream(ErrorKind::BadRequest(why))),
             Scan::NeedMore if peek.done() => return Ok(None),
+            // Framing bytes (chunk-size lines and their extensions) count too: the look-ahead
+            // bounds memory, not just what the scanner saw.
+            Scan::NeedMore if client.buf.len() > limit.saturating_mul(2) + 16 * 1024 => {
+                return Ok(None)
+            }
             Scan::NeedMore => {}
         }
         match client.fill(read_idle).await {

@@ -255,8 +255,15 @@ async fn proxy(
         .and_then(|i| i.assertion.as_deref().zip(ctx.identity.as_ref()))
         .and_then(|(signer, who)| who.assertion(signer, pool.name()));
     let never_forward: &[&str] = match identity {
-        Some(i) if !i.forward_client_authorization => &["authorization", &i.assertion_header],
-        Some(i) => &[&i.assertion_header],
+        Some(i) if !i.forward_client_authorization => &[
+            "authorization",
+            &i.assertion_header,
+            crate::identity::config::DEFAULT_ASSERTION_HEADER,
+        ],
+        Some(i) => &[
+            &i.assertion_header,
+            crate::identity::config::DEFAULT_ASSERTION_HEADER,
+        ],
         None => &[crate::identity::config::DEFAULT_ASSERTION_HEADER],
     };
     let fwd = Forwarding {

@@ -1,11 +1,13 @@
 //! Least-privilege policy: ordered rules, compiled at load, deny by default.
 //!
-//! A rule matches when every condition it names holds (a condition left out matches anything):
-//! groups / subjects / clients (any of), scopes (all of), routes, endpoint classes, methods,
-//! models (any of; `prefix*` globs). The first matching rule decides `allow`, `deny` or `hold`;
-//! when none matches, the request is denied by `default-deny`. A rule that names models never
-//! matches a request whose model is unknown, so "allow model A" cannot be stretched to "allow
-//! a request we could not read".
+//! A rule matches when every condition it names holds (a condition left out matches anything,
+//! except that a rule without `classes` never matches the `unknown` class): issuers, groups,
+//! subjects, clients (any of), scopes (all of), routes, endpoint classes, methods, models (any
+//! of; `prefix*` globs). The first matching rule decides `allow`, `deny` or `hold`; when none
+//! matches, the request is denied by `default-deny`. When the request's model could not be read,
+//! an `allow` rule that names models does not match and a `deny` or `hold` rule that names
+//! models does: "allow model A" cannot be stretched to a body we could not read, and "deny
+//! model B" cannot be dodged by hiding the model.
 
 pub mod classes;
 pub mod model;
@@ -57,6 +59,9 @@ pub struct RuleSection {
     pub methods: Vec<String>,
     #[serde(default)]
     pub models: Vec<String>,
+    /// Identity sources: issuer URLs, or `mtls` for client certificates.
+    #[serde(default)]
+    pub issuers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -89,6 +94,7 @@ struct Rule {
     classes: Vec<String>,
     methods: Vec<String>,
     models: Vec<String>,
+    issuers: Vec<String>,
 }
 
 /// What the policy sees of a request.
@@ -149,6 +155,7 @@ impl Policy {
                 classes: r.classes.clone(),
                 methods,
                 models: r.models.clone(),
+                issuers: r.issuers.clone(),
             });
         }
         Ok(Policy {
@@ -189,12 +196,20 @@ impl Rule {
                 .iter()
                 .all(|s| who.scopes.iter().any(|x| x == s))
             && any(&self.routes, &|r| req.route == r)
-            && any(&self.classes, &|c| req.class == c)
+            // No `classes`: every class the tables know, never `unknown` (deny by default).
+            && match self.classes.is_empty() {
+                true => req.class != classes::UNKNOWN,
+                false => self.classes.iter().any(|c| req.class == c),
+            }
             && any(&self.methods, &|m| req.method == m)
             && (self.models.is_empty()
-                || req
-                    .model
-                    .is_some_and(|m| self.models.iter().any(|p| glob(p, m))))
+                || match req.model {
+                    Some(m) => self.models.iter().any(|p| glob(p, m)),
+                    // An unreadable model never earns an allow, and never escapes a deny or a
+                    // hold: fail closed both ways.
+                    None => self.effect != Effect::Allow,
+                })
+            && (self.issuers.is_empty() || self.issuers.iter().any(|i| *i == who.issuer))
     }
 }
 
@@ -283,6 +298,37 @@ mod tests {
             decide(&p, &ops, "management", None),
             (Effect::Hold, "ops-load".into())
         );
+    }
+
+    #[test]
+    fn unknown_models_fail_closed_and_unknown_classes_need_naming() {
+        let p = policy(
+            r#"
+            [[rule]]
+            id = "no-expensive"
+            effect = "deny"
+            models = ["gpt-huge*"]
+            [[rule]]
+            id = "ml-any"
+            effect = "allow"
+            groups = ["ml"]
+            [[rule]]
+            id = "partner"
+            effect = "allow"
+            issuers = ["https://partner"]
+        "#,
+        );
+        let ml = who(&["ml"], &[]);
+        // The model could not be read: the deny rule naming models still applies.
+        assert_eq!(decide(&p, &ml, "inference", None).1, "no-expensive");
+        assert_eq!(decide(&p, &ml, "inference", Some("llama")).1, "ml-any");
+        // A rule without classes does not grant endpoints the tables do not know.
+        assert_eq!(decide(&p, &ml, "unknown", Some("llama")).1, DEFAULT_DENY);
+        // Issuer binding: the same subject from another IdP is another principal.
+        let mut partner = who(&[], &[]);
+        assert_eq!(decide(&p, &partner, "inference", Some("x")).1, DEFAULT_DENY);
+        partner.issuer = "https://partner".into();
+        assert_eq!(decide(&p, &partner, "inference", Some("x")).1, "partner");
     }
 
     #[test]

@@ -21,11 +21,14 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// Headers whose values are replaced by [`REDACTED`] before they are recorded.
-pub const REDACTED_HEADERS: [&str; 4] = [
+pub const REDACTED_HEADERS: [&str; 7] = [
     "authorization",
     "proxy-authorization",
     "cookie",
     "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-modelgate-identity",
 ];
 
 /// The value recorded in place of a secret header (the auth scheme word is kept, e.g.

@@ -209,7 +209,7 @@ impl Rule {
                     // hold: fail closed both ways.
                     None => self.effect != Effect::Allow,
                 })
-            && (self.issuers.is_empty() || self.issuers.iter().any(|i| *i == who.issuer))
+            && (self.issuers.is_empty() || self.issuers.contains(&who.issuer))
     }
 }
 

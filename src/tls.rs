@@ -221,7 +221,9 @@ fn read_pair(
     Ok((chain, private))
 }
 
-fn roots(ca: &Path) -> Result<Arc<rustls::RootCertStore>, KeyError> {
+/// The CA certificates of a PEM bundle (errors keyed as `server.tls.client_ca_file`; callers
+/// for other keys re-key them).
+pub(crate) fn roots(ca: &Path) -> Result<Arc<rustls::RootCertStore>, KeyError> {
     let err = |e: String| {
         KeyError::new(
             "server.tls.client_ca_file",

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use crate::http::chunked::{ChunkedDecoder, Decoded};
 use crate::http::head::Method;
@@ -21,8 +21,6 @@ use crate::http::{parse_response, BodyFraming};
 
 /// Largest discovery or JWKS document accepted.
 const MAX_BODY: usize = 1024 * 1024;
-/// The system CA bundle on Debian and its derivatives.
-const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// GETs `url` and returns the body of a 200 response.
 pub async fn get(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<Vec<u8>, String> {
@@ -116,16 +114,8 @@ pub fn body_of(mut raw: BytesMut) -> Result<Vec<u8>, String> {
 }
 
 fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
-    let path = ca_file.unwrap_or(Path::new(SYSTEM_BUNDLE));
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-    for cert in certs {
-        let cert = cert.map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("CA bundle {}: {e}", path.display()))?;
-    }
+    let path = ca_file.unwrap_or(Path::new(crate::tls::SYSTEM_BUNDLE));
+    let roots = crate::tls::roots(path).map_err(|e| e.message)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

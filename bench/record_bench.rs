@@ -87,6 +87,7 @@ fn start(i: u64) -> SessionStart {
             ],
         ),
         record_request_body: false,
+        record_upstream_body: false,
     }
 }
 

@@ -59,6 +59,8 @@ pub struct Route {
     pub masking: Option<Mode>,
     /// Mask request bodies (prompts) too.
     pub mask_requests: bool,
+    /// Record the model server's unmasked response body beside the masked one.
+    pub record_raw: bool,
 }
 
 /// Where a request's endpoint class comes from.
@@ -173,6 +175,7 @@ mod tests {
             model: None,
             masking: None,
             mask_requests: false,
+            record_raw: false,
         }
     }
 

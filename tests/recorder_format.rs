@@ -16,6 +16,7 @@ use recorder_fixtures::*;
 fn all_kinds_session(w: &mut SegmentWriter) -> Vec<Event> {
     let mut st = start("req-all", "alice", 1_718_000_000_000_000);
     st.record_request_body = true;
+    st.record_upstream_body = true;
     st.approval_id = Some("appr-9".into());
     let sid = w.start_session(&st).unwrap();
     let events = vec![
@@ -43,6 +44,10 @@ fn all_kinds_session(w: &mut SegmentWriter) -> Vec<Event> {
         Event::ResponseChunk(Chunk {
             offset_us: 11_500,
             data: Vec::new(),
+        }),
+        Event::UpstreamChunk(Chunk {
+            offset_us: 11_600,
+            data: b"data: hello jane@example.com\n\n".to_vec(),
         }),
         Event::Trailers(Trailers {
             offset_us: 12_000,

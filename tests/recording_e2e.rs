@@ -770,3 +770,66 @@ fn recording_recovers_once_the_disk_has_room_again() {
     assert!(l.contains("end=complete"), "{l}");
     assert_no_tampering(&dir);
 }
+
+#[test]
+fn a_route_can_record_the_unmasked_body_too_and_says_so() {
+    let up = chat_or_models_upstream();
+    let (_base, dir) = rec_dir();
+    let raw_route = "\n[[route]]\nid = \"raw\"\npath_prefix = \"/raw/\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\nrecord_raw = true\n";
+    let gw = Gateway::start(&(rec_config(&up.url(), &dir, "", true, "") + raw_route));
+    let mut c = gw.connect();
+    for (path, id) in [
+        ("/v1/chat/completions", "masked-only"),
+        ("/raw/chat/completions", "with-raw"),
+    ] {
+        let res = c.request(request(
+            path,
+            id,
+            "Content-Type: application/json\r\n",
+            PROMPT,
+        ));
+        assert!(
+            res.body_str().contains("[REDACTED:email]"),
+            "{}",
+            res.body_str()
+        );
+        gw.access_log(id);
+    }
+    let text = |v: &Value| -> String {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                c["text"]
+                    .as_str()
+                    .or(c["data"].as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    };
+    let plain = export(&dir, "masked-only");
+    assert_eq!(plain["start"]["record_upstream_body"], false);
+    assert_eq!(plain["upstream_body"], json!([]));
+    let raw = export(&dir, "with-raw");
+    assert_eq!(raw["start"]["record_upstream_body"], true);
+    let (seen, unmasked) = (text(&raw["response_body"]), text(&raw["upstream_body"]));
+    assert!(
+        seen.contains("[REDACTED:email]") && !seen.contains('@'),
+        "{seen}"
+    );
+    assert!(!unmasked.contains("[REDACTED"), "{unmasked}");
+    assert!(
+        unmasked.contains('@'),
+        "the model's own text, email and all: {unmasked}"
+    );
+    cli_ok(&["verify", dir.to_str().unwrap()]);
+    // Without [recording], asking for raw bodies is a config error, not a silent no.
+    let bad = basic_config(&up.url(), "")
+        .replace("auth = \"none\"\n", "auth = \"none\"\nrecord_raw = true\n");
+    let path = dir.parent().unwrap().join("bad.toml");
+    std::fs::write(&path, compose_config(Driver::Auto, &bad)).unwrap();
+    let out = modelgate_cli(&["check-config", path.to_str().unwrap()]);
+    assert_eq!(out.code, Some(1));
+    assert!(out.stderr.contains("route[0].record_raw"), "{}", out.stderr);
+}

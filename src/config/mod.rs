@@ -265,6 +265,9 @@ mod file {
         /// Also mask request bodies (prompts) on this route.
         #[serde(default)]
         pub mask_requests: bool,
+        /// Record the model server's unmasked response body too (needs [recording]).
+        #[serde(default)]
+        pub record_raw: bool,
     }
 
     #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -436,6 +439,15 @@ impl Config {
                 (None, Some((_, default))) => Some(*default),
                 (None, None) => None,
             };
+            if r.record_raw && recording.is_none() {
+                return Err(ConfigError::at_key(
+                    path,
+                    source,
+                    &format!("route[{i}].record_raw"),
+                    "record_raw asks for unmasked response bodies in the recording, but recording is off",
+                    "enable [recording], or remove record_raw",
+                ));
+            }
             let class = match (&r.class, &r.api) {
                 (Some(c), None) => ClassOf::Fixed(c.as_str().into()),
                 (None, Some(api)) => ClassOf::Api(classes::Api::parse(api.get_ref()).ok_or_else(|| {
@@ -474,6 +486,7 @@ impl Config {
                 model: r.model.as_deref().map(Into::into),
                 masking,
                 mask_requests: r.mask_requests && masking.is_some(),
+                record_raw: r.record_raw,
             });
         }
         if routes.is_empty() {

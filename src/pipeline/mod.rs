@@ -81,6 +81,9 @@ pub struct RequestCtx {
     pub continue_sent: bool,
     /// The model was read from the body's first bytes; the rest must not contradict it.
     pub model_from_body: bool,
+    /// The route records the model server's unmasked response body too (`record_raw`), and
+    /// masking may change it.
+    pub record_upstream_body: bool,
     /// The response head went to the client: errors can no longer become error responses.
     pub response_started: bool,
     /// The request body was read to its end (or there was none), so the connection can carry
@@ -146,6 +149,7 @@ impl RequestCtx {
             peer_identity: None,
             continue_sent: false,
             model_from_body: false,
+            record_upstream_body: false,
             response_started: false,
             request_done: false,
             outcome: Outcome::Rejected,
@@ -213,6 +217,8 @@ async fn proxy(
     let admitted = match route {
         Some(route) => {
             ctx.route_id = Some(Arc::clone(&route.id));
+            ctx.record_upstream_body =
+                route.record_raw && Stages::rewrites(config.masker.as_ref().zip(route.masking));
             ctx.class = Some(route.class_of(head.method.as_str(), &head.path));
             admit::admit(ctx, client, head, route, generation).await
         }
@@ -347,6 +353,9 @@ async fn proxy(
         content_type,
         ctx.session.as_mut(),
     );
+    if ctx.record_upstream_body {
+        stages.record_upstream();
+    }
     let mut response_head = Some(out.freeze());
     let received = transfer(
         &mut upstream,

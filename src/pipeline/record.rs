@@ -65,6 +65,7 @@ pub fn start(
         },
         // The prompt is the heart of "who asked what": request bodies are always recorded.
         record_request_body: true,
+        record_upstream_body: ctx.record_upstream_body,
     };
     let started = recorder.writer.borrow_mut().start_session(&start);
     match started {

@@ -113,6 +113,8 @@ pub struct Stages<'a> {
     /// Request bodies whose model the policy read from their first bytes: the model decided on,
     /// and a scan of the whole body that refuses a second `model` member.
     model_guard: Option<(ModelScan, Option<String>)>,
+    /// Also record the body as it arrived, before masking (`route.record_raw`).
+    tee_upstream: bool,
 }
 
 impl<'a> Stages<'a> {
@@ -131,7 +133,13 @@ impl<'a> Stages<'a> {
             session,
             out: BytesMut::new(),
             model_guard: None,
+            tee_upstream: false,
         }
+    }
+
+    /// Records each response chunk as the model server sent it, before masking rewrites it.
+    pub fn record_upstream(&mut self) {
+        self.tee_upstream = true;
     }
 
     /// Checks the whole body against the model the policy decided on: JSON parsers disagree on
@@ -216,6 +224,17 @@ impl<'a> Stages<'a> {
 impl BodyStage for Stages<'_> {
     fn chunk(&mut self, data: Bytes) -> Result<Bytes, Stop> {
         self.check_model(&data, false)?;
+        if self.tee_upstream {
+            if let Some(session) = self.session.as_deref_mut() {
+                session
+                    .write(|w, sid, offset| w.upstream_chunk(sid, offset, &data))
+                    .map_err(|error| Stop {
+                        last: Bytes::new(),
+                        ends_body: false,
+                        error,
+                    })?;
+            }
+        }
         let out = match self.mask.as_mut() {
             None => data,
             Some(filter) => {

@@ -4,7 +4,8 @@
 //! payload  = varint(record_index) item+
 //! item     = 0x7f varint(len) seal-json                     (alone in the last record)
 //!          | tag varint(sid) body
-//! body     = chunk:  varint(offset_us) varint(len) bytes     (RequestChunk 3, ResponseChunk 5)
+//! body     = chunk:  varint(offset_us) varint(len) bytes     (RequestChunk 3, ResponseChunk 5,
+//!                                                             UpstreamChunk 8)
 //!          | other:  varint(len) json-or-utf8                (Start 1, Continue 2, Head 4,
 //!                                                             Trailers 6, End 7)
 //! ```
@@ -29,6 +30,7 @@ const TAG_RESPONSE_HEAD: u8 = 4;
 const TAG_RESPONSE_CHUNK: u8 = 5;
 const TAG_TRAILERS: u8 = 6;
 const TAG_END: u8 = 7;
+const TAG_UPSTREAM_CHUNK: u8 = 8;
 const TAG_SEAL: u8 = 0x7f;
 
 /// The last record of a finished segment: how many records came before it and the chain head
@@ -120,6 +122,7 @@ pub fn put_event(out: &mut Vec<u8>, sid: u64, event: &Event) {
         Event::RequestChunk(c) => put_chunk(out, TAG_REQUEST_CHUNK, sid, c.offset_us, &c.data),
         Event::ResponseHead(h) => put_json(out, TAG_RESPONSE_HEAD, sid, h),
         Event::ResponseChunk(c) => put_chunk(out, TAG_RESPONSE_CHUNK, sid, c.offset_us, &c.data),
+        Event::UpstreamChunk(c) => put_chunk(out, TAG_UPSTREAM_CHUNK, sid, c.offset_us, &c.data),
         Event::Trailers(t) => put_json(out, TAG_TRAILERS, sid, t),
         Event::SessionEnd(e) => put_json(out, TAG_END, sid, e),
     }
@@ -138,6 +141,10 @@ pub const fn request_chunk_tag() -> u8 {
 
 pub const fn response_chunk_tag() -> u8 {
     TAG_RESPONSE_CHUNK
+}
+
+pub const fn upstream_chunk_tag() -> u8 {
+    TAG_UPSTREAM_CHUNK
 }
 
 pub fn put_seal(out: &mut Vec<u8>, seal: &Seal) {
@@ -227,16 +234,16 @@ pub fn decode_payload(buf: &[u8]) -> Result<Payload, CodecError> {
         }
         let sid = c.varint()?;
         let event = match tag {
-            TAG_REQUEST_CHUNK | TAG_RESPONSE_CHUNK => {
+            TAG_REQUEST_CHUNK | TAG_RESPONSE_CHUNK | TAG_UPSTREAM_CHUNK => {
                 let offset_us = c.varint()?;
                 let chunk = Chunk {
                     offset_us,
                     data: c.bytes()?.to_vec(),
                 };
-                if tag == TAG_REQUEST_CHUNK {
-                    Event::RequestChunk(chunk)
-                } else {
-                    Event::ResponseChunk(chunk)
+                match tag {
+                    TAG_REQUEST_CHUNK => Event::RequestChunk(chunk),
+                    TAG_RESPONSE_CHUNK => Event::ResponseChunk(chunk),
+                    _ => Event::UpstreamChunk(chunk),
                 }
             }
             TAG_START => Event::SessionStart(Box::new(json(c.bytes()?)?)),

@@ -142,7 +142,10 @@ pub fn summarize(seg: &SegmentEvents) -> Vec<Summary> {
                 s.end = Some(e.reason);
                 s.sensitive = e.contained_sensitive();
             }
-            Event::SessionContinue { .. } | Event::RequestChunk(_) | Event::Trailers(_) => {}
+            Event::SessionContinue { .. }
+            | Event::RequestChunk(_)
+            | Event::UpstreamChunk(_)
+            | Event::Trailers(_) => {}
         }
     }
     out

@@ -51,6 +51,9 @@ pub enum Event {
     /// Response body bytes exactly as forwarded to the client (after masking): for SSE, one or
     /// more events.
     ResponseChunk(Chunk),
+    /// Response body bytes as the model server sent them, before masking; only when the
+    /// session's `record_upstream_body` is set (a per-route choice, off by default).
+    UpstreamChunk(Chunk),
     Trailers(Trailers),
     SessionEnd(SessionEnd),
 }
@@ -88,6 +91,10 @@ pub struct SessionStart {
     /// The route records raw request bodies. Recorded so their absence is never silent.
     #[serde(default)]
     pub record_request_body: bool,
+    /// The route also records the model server's unmasked response body (`UpstreamChunk`s).
+    /// Recorded so that its presence, or absence, is never silent.
+    #[serde(default)]
+    pub record_upstream_body: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

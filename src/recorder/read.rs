@@ -96,6 +96,8 @@ pub struct Session {
     pub request_body: Vec<Chunk>,
     pub response_head: Option<ResponseHead>,
     pub response_body: Vec<Chunk>,
+    /// The model server's unmasked body, when the route recorded it.
+    pub upstream_body: Vec<Chunk>,
     pub trailers: Option<Trailers>,
     pub end: Option<SessionEnd>,
     /// Segment file and byte offset of the session's first event.
@@ -111,6 +113,7 @@ impl Session {
             Event::RequestChunk(c) => self.request_body.push(c),
             Event::ResponseHead(h) => self.response_head = Some(h),
             Event::ResponseChunk(c) => self.response_body.push(c),
+            Event::UpstreamChunk(c) => self.upstream_body.push(c),
             Event::Trailers(t) => self.trailers = Some(t),
             Event::SessionEnd(e) => self.end = Some(e),
         }

@@ -70,6 +70,9 @@ pub fn session_text(out: &mut dyn Write, s: &Session) -> io::Result<()> {
     }
     body_text(out, "req body ", &s.request_body)?;
     body_text(out, "body     ", &s.response_body)?;
+    if s.start.as_ref().is_some_and(|st| st.record_upstream_body) {
+        body_text(out, "unmasked ", &s.upstream_body)?;
+    }
     if let Some(t) = &s.trailers {
         writeln!(out, "trailers  at +{}", ms(t.offset_us))?;
         for (n, v) in &t.headers {
@@ -193,6 +196,7 @@ pub fn session_json(s: &Session) -> Value {
         "request_body": chunks_json(&s.request_body),
         "response_head": s.response_head,
         "response_body": chunks_json(&s.response_body),
+        "upstream_body": chunks_json(&s.upstream_body),
         "trailers": s.trailers,
         "end": s.end,
     })

@@ -73,6 +73,7 @@ enum State {
 struct OpenSession {
     request_id: String,
     record_request_body: bool,
+    record_upstream_body: bool,
 }
 
 pub struct SegmentWriter {
@@ -157,6 +158,7 @@ impl SegmentWriter {
         let open = OpenSession {
             request_id: start.request_id.clone(),
             record_request_body: start.record_request_body,
+            record_upstream_body: start.record_upstream_body,
         };
         self.push(Sync::Deferred, |out| {
             codec::put_event(out, sid.0, &Event::SessionStart(Box::new(start)))
@@ -173,6 +175,20 @@ impl SegmentWriter {
             return Ok(());
         }
         self.chunk(sid, codec::request_chunk_tag(), offset_us, data)
+    }
+
+    /// Records the model server's unmasked body bytes, if the session's route records them;
+    /// otherwise does nothing (the `SessionStart` says they were not recorded).
+    pub fn upstream_chunk(
+        &mut self,
+        sid: SessionId,
+        offset_us: u64,
+        data: &[u8],
+    ) -> io::Result<()> {
+        if !self.session(sid)?.record_upstream_body {
+            return Ok(());
+        }
+        self.chunk(sid, codec::upstream_chunk_tag(), offset_us, data)
     }
 
     pub fn response_head(&mut self, sid: SessionId, head: &ResponseHead) -> io::Result<()> {
@@ -225,6 +241,7 @@ impl SegmentWriter {
             Event::RequestChunk(c) => self.request_chunk(sid, c.offset_us, &c.data),
             Event::ResponseHead(h) => self.response_head(sid, h),
             Event::ResponseChunk(c) => self.response_chunk(sid, c.offset_us, &c.data),
+            Event::UpstreamChunk(c) => self.upstream_chunk(sid, c.offset_us, &c.data),
             Event::Trailers(t) => self.trailers(sid, t),
             Event::SessionEnd(e) => self.end_session(sid, e),
         }

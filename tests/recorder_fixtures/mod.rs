@@ -42,6 +42,7 @@ pub fn start(request_id: &str, subject: &str, wall_time_us: u64) -> SessionStart
             ],
         ),
         record_request_body: false,
+        record_upstream_body: false,
     }
 }
 

@@ -269,3 +269,33 @@ fn a_reloaded_policy_applies_to_the_next_request_without_refetching_keys() {
     // The issuer did not change, so its keys were kept: no new JWKS fetch.
     assert_eq!(e.f.idp.jwks_hits(), hits);
 }
+
+#[test]
+fn a_body_peeked_for_its_model_goes_whole_to_a_tls_model_server() {
+    // The look-ahead leaves tens of KiB buffered before the upstream connection exists; all of
+    // it, and the rest, must reach a TLS model server byte for byte.
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::pki::Ca::new(dir.path(), "models-ca");
+    let origin = support::pki::TlsOrigin::start(&ca.server("models", &["models.test"]), None);
+    let endpoint = format!("127.0.0.1:{}", origin.port);
+    let config = gateway_config(&f.idp, &endpoint, "30s").replace(
+        &format!("endpoints = [\"{endpoint}\"]\n"),
+        &format!(
+            "endpoints = [\"{endpoint}\"]\n[upstream.tls]\nca_file = \"{}\"\nserver_name = \"models.test\"\n",
+            ca.cert.display()
+        ),
+    );
+    let gw = Gateway::start(&config);
+    let token = bearer(&f.idp.token("svc-a", "secret-a"));
+    let prompt = "z".repeat(60 * 1024);
+    let tail = "y".repeat(40 * 1024);
+    let body = format!(r#"{{"prompt":"{prompt}","model":"llama-3-8b","suffix":"{tail}"}}"#);
+    let res = send(&gw, "POST", "/v1/completions", Some(&token), &body);
+    assert_eq!(res.status(), 200, "{}", res.body_str());
+    assert!(
+        res.body_str().starts_with(&format!("len={} ", body.len())),
+        "{}",
+        res.body_str()
+    );
+}

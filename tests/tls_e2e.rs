@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use support::pki::{Ca, Leaf};
+use support::pki::{Ca, Leaf, TlsOrigin};
 use support::*;
 
 struct Env {
@@ -304,41 +304,6 @@ fn a_silent_client_is_cut_off_by_the_handshake_timeout() {
     let out = modelgate_cli(&["check-config", path.to_str().unwrap()]);
     assert_eq!(out.code, Some(1));
     assert!(out.stderr.contains("server.tls.key_file"), "{}", out.stderr);
-}
-
-/// `tests/clients/tls_origin.py`: an HTTPS/1.1 server (Python's ssl, i.e. OpenSSL) that answers
-/// with the client's source port; killed on drop.
-struct TlsOrigin {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl TlsOrigin {
-    fn start(leaf: &Leaf, client_ca: Option<&Path>) -> TlsOrigin {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tls_origin.py");
-        let mut cmd = Command::new("python3");
-        cmd.arg(script).arg(&leaf.cert).arg(&leaf.key);
-        if let Some(ca) = client_ca {
-            cmd.arg(ca);
-        }
-        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("python3");
-        let mut line = String::new();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("tls_origin.py: {line:?}"));
-        TlsOrigin { child, port }
-    }
-}
-
-impl Drop for TlsOrigin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A plain listener in front of one TLS upstream with `tls` as its `[upstream.tls]` body.

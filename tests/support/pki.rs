@@ -2,7 +2,7 @@
 //! the subject alternative names a test needs (server names, SPIFFE URIs for clients).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// A CA that can issue leaves into its directory.
 pub struct Ca {
@@ -132,5 +132,40 @@ impl Ca {
 
     pub fn client(&self, file: &str, uri: &str) -> Leaf {
         self.issue(file, file, &format!("URI:{uri}"), "clientAuth")
+    }
+}
+
+/// `tests/clients/tls_origin.py`: an HTTPS/1.1 server (Python's ssl, i.e. OpenSSL) that answers
+/// with the client's source port; killed on drop.
+pub struct TlsOrigin {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl TlsOrigin {
+    pub fn start(leaf: &Leaf, client_ca: Option<&Path>) -> TlsOrigin {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/tls_origin.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(&leaf.cert).arg(&leaf.key);
+        if let Some(ca) = client_ca {
+            cmd.arg(ca);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("python3");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("tls_origin.py: {line:?}"));
+        TlsOrigin { child, port }
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -7,7 +7,9 @@
 //! A failed fetch keeps the old keys (an IdP outage changes nothing) until `max_stale` after the
 //! last success; then the issuer's tokens fail with "keys unavailable" (503), not silently.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -116,48 +118,47 @@ impl KeyHub {
         true
     }
 
-    /// The fetcher: runs on the identity thread until the process ends.
+    /// The fetcher: runs on the identity thread until the process ends. Each issuer's fetch is
+    /// its own task, so a slow or unreachable IdP never delays another issuer's keys.
     pub async fn run_fetcher(self: Arc<Self>, fetch_timeout: impl Fn() -> Duration) {
-        let mut next_due: HashMap<String, (Instant, u32)> = HashMap::new();
+        // url → (next due, consecutive failures); a url in `running` has a fetch task.
+        let due: Rc<RefCell<HashMap<String, (Instant, u32)>>> = Rc::default();
+        let running: Rc<RefCell<HashSet<String>>> = Rc::default();
         loop {
             let issuers: Vec<(String, Arc<IssuerKeys>)> = {
                 let map = self.issuers.read().unwrap_or_else(|e| e.into_inner());
                 map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
             };
-            next_due.retain(|url, _| issuers.iter().any(|(u, _)| u == url));
+            due.borrow_mut()
+                .retain(|url, _| issuers.iter().any(|(u, _)| u == url));
             let now = Instant::now();
-            for (url, keys) in &issuers {
-                let (due, failures) = next_due.get(url).copied().unwrap_or((now, 0));
-                let wanted = keys.wanted.swap(false, Ordering::AcqRel);
-                if !wanted && due > now {
+            for (url, keys) in issuers {
+                let (at, failures) = due.borrow().get(&url).copied().unwrap_or((now, 0));
+                if running.borrow().contains(&url)
+                    || (at > now && !keys.wanted.load(Ordering::Acquire))
+                {
                     continue;
                 }
+                keys.wanted.store(false, Ordering::Release);
                 keys.in_flight.store(true, Ordering::Release);
                 keys.last_attempt_ms
                     .store(self.now_ms().max(1), Ordering::Release);
-                let cfg = keys.config();
-                let result = fetch_keys(&cfg, fetch_timeout()).await;
-                keys.fetches.fetch_add(1, Ordering::AcqRel);
-                let next = match result {
-                    Ok(new) => {
-                        tracing::info!(issuer = %url, keys = new.len(), "issuer keys fetched");
-                        keys.replace(new);
-                        (Instant::now() + cfg.refresh, 0)
-                    }
-                    Err(e) => {
-                        keys.expire_if_stale();
-                        // Back off 1s, 2s, 4s … up to the refresh interval; old keys stay.
-                        let wait = Duration::from_secs(1 << failures.min(10)).min(cfg.refresh);
-                        tracing::warn!(issuer = %url, error = %e, retry_in = ?wait, "issuer key fetch failed; keeping the keys we have");
-                        (Instant::now() + wait, failures + 1)
-                    }
-                };
-                next_due.insert(url.clone(), next);
-                keys.in_flight.store(false, Ordering::Release);
+                running.borrow_mut().insert(url.clone());
+                let task = fetch_task(
+                    Arc::clone(&self),
+                    url,
+                    keys,
+                    failures,
+                    fetch_timeout(),
+                    Rc::clone(&due),
+                    Rc::clone(&running),
+                );
+                drop(monoio::spawn(task));
             }
-            let sleep = next_due
+            let sleep = due
+                .borrow()
                 .values()
-                .map(|(due, _)| due.saturating_duration_since(Instant::now()))
+                .map(|(at, _)| at.saturating_duration_since(Instant::now()))
                 .min()
                 .unwrap_or(Duration::from_secs(60))
                 .min(Duration::from_secs(60));
@@ -167,6 +168,39 @@ impl KeyHub {
             }
         }
     }
+}
+
+/// One fetch of one issuer's keys; records when the next is due and wakes the fetcher.
+async fn fetch_task(
+    hub: Arc<KeyHub>,
+    url: String,
+    keys: Arc<IssuerKeys>,
+    failures: u32,
+    timeout: Duration,
+    due: Rc<RefCell<HashMap<String, (Instant, u32)>>>,
+    running: Rc<RefCell<HashSet<String>>>,
+) {
+    let cfg = keys.config();
+    let result = fetch_keys(&cfg, timeout).await;
+    keys.fetches.fetch_add(1, Ordering::AcqRel);
+    let next = match result {
+        Ok(new) => {
+            tracing::info!(issuer = %url, keys = new.len(), "issuer keys fetched");
+            keys.replace(new);
+            (Instant::now() + cfg.refresh, 0)
+        }
+        Err(e) => {
+            keys.expire_if_stale();
+            // Back off 1s, 2s, 4s … up to the refresh interval; old keys stay.
+            let wait = Duration::from_secs(1 << failures.min(10)).min(cfg.refresh);
+            tracing::warn!(issuer = %url, error = %e, retry_in = ?wait, "issuer key fetch failed; keeping the keys we have");
+            (Instant::now() + wait, failures + 1)
+        }
+    };
+    due.borrow_mut().insert(url.clone(), next);
+    running.borrow_mut().remove(&url);
+    keys.in_flight.store(false, Ordering::Release);
+    let _ = hub.wake.try_send(());
 }
 
 impl IssuerKeys {

@@ -10,12 +10,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 use rustls::pki_types::ServerName;
 
+use crate::conn::Conn;
 use crate::http::chunked::{ChunkedDecoder, Decoded};
+use crate::tls::TlsIo;
 use crate::http::head::Method;
 use crate::http::{parse_response, BodyFraming};
 
@@ -44,44 +45,42 @@ async fn fetch(url: &str, ca_file: Option<&Path>) -> Result<Vec<u8>, String> {
         "GET {} HTTP/1.1\r\nhost: {}\r\naccept: application/json\r\nuser-agent: modelgate\r\nconnection: close\r\n\r\n",
         target.path, target.authority
     );
-    let raw = if target.tls {
+    let mut conn = if target.tls {
         let config = client_config(ca_file)?;
         let name = ServerName::try_from(target.host.trim_matches(['[', ']']).to_owned())
             .map_err(|e| format!("server name {}: {e}", target.host))?;
-        let tls = monoio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
+        let session = TlsIo::connect(tcp, config, name)
             .await
             .map_err(|e| format!("TLS to {}: {e}", target.authority))?;
-        exchange(tls, request).await?
+        Conn::tls(session)
     } else {
-        exchange(tcp, request).await?
+        Conn::new(tcp)
     };
+    let raw = exchange(&mut conn, request).await?;
     body_of(raw).map_err(|e| format!("GET {url}: {e}"))
 }
 
-/// Sends the request and reads until the server closes (or the cap).
-async fn exchange<S: AsyncReadRent + AsyncWriteRent>(
-    mut s: S,
-    request: String,
-) -> Result<BytesMut, String> {
-    let (r, _) = s.write_all(request.into_bytes()).await;
-    r.map_err(|e| format!("send: {e}"))?;
-    let mut raw = BytesMut::with_capacity(16 * 1024);
+/// Sends the request and reads until the server closes (or the cap). The caller's timeout
+/// bounds the whole exchange, so the per-read limit here is only a backstop.
+async fn exchange(conn: &mut Conn, request: String) -> Result<BytesMut, String> {
+    let limit = Duration::from_secs(60);
+    conn.write(Bytes::from(request), limit)
+        .await
+        .map_err(|e| format!("send: {e:?}"))?;
     loop {
-        let chunk = Vec::with_capacity(16 * 1024);
-        let (r, chunk) = s.read(chunk).await;
-        match r {
-            Ok(0) => return Ok(raw),
-            Ok(_) => raw.extend_from_slice(&chunk),
+        match conn.fill(limit).await {
+            Ok(0) => break,
+            Ok(_) => {}
             // A peer that closes without close_notify has still sent its whole framed body;
             // `body_of` checks the framing, so a cut body is still an error.
-            Err(_) if !raw.is_empty() => return Ok(raw),
-            Err(e) => return Err(format!("read: {e}")),
+            Err(_) if !conn.buf.is_empty() => break,
+            Err(e) => return Err(format!("read: {e:?}")),
         }
-        if raw.len() > MAX_BODY + 64 * 1024 {
+        if conn.buf.len() > MAX_BODY + 64 * 1024 {
             return Err(format!("response larger than {MAX_BODY} bytes"));
         }
     }
+    Ok(std::mem::take(&mut conn.buf))
 }
 
 /// The body of a complete 200 response held in `raw`.

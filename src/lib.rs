@@ -4,15 +4,19 @@
 //!
 //! ```text
 //! client ─▶ accept            runtime/     one SO_REUSEPORT listener per worker thread
+//!        ─▶ TLS               tls.rs       when [server.tls]: SNI certificate, optional mTLS
+//!                             (a mapped client certificate is the connection's identity)
 //!        ─▶ HTTP/1.1 codec    server.rs    heads parsed strictly (http/head.rs); 400/414/431
 //!        ─▶ route             route.rs     host + path prefix → upstream group, endpoint class; 404
 //!        ─▶ admission         pipeline/admit.rs  identity (identity/: bearer JWT, cached per
-//!                             worker; 401/503) ─▶ model (path or JSON body prefix, policy/model.rs)
+//!                             worker, or the client certificate's; 401/503) ─▶ model (path or JSON body prefix, policy/model.rs)
 //!                             ─▶ policy (policy/: first matching rule, deny by default; 403)
 //!        ─▶ session start     pipeline/record.rs  the recorder opens the exchange with who,
 //!                             which model and the decision, refusals included (503 if down)
 //!        ─▶ [approval: the hold decision's stage to come]
-//!        ─▶ upstream          upstream.rs  least-outstanding endpoint, keep-alive pool; 502/504
+//!        ─▶ upstream          upstream.rs  least-outstanding endpoint, keep-alive pool, TLS
+//!                             when [upstream.tls]; the client's token replaced by the signed
+//!                             identity assertion (identity/assertion.rs); 502/504
 //!        ─▶ request body      pipeline/body.rs  streamed chunk by chunk, re-framed
 //!                             pipeline/stages.rs  (prompt masking, recording) per chunk
 //!        ◀─ response body     pipeline/body.rs  each chunk written as it arrives (SSE-safe)

@@ -16,9 +16,9 @@ use rustls::pki_types::ServerName;
 
 use crate::conn::Conn;
 use crate::http::chunked::{ChunkedDecoder, Decoded};
-use crate::tls::TlsIo;
 use crate::http::head::Method;
 use crate::http::{parse_response, BodyFraming};
+use crate::tls::TlsIo;
 
 /// Largest discovery or JWKS document accepted.
 const MAX_BODY: usize = 1024 * 1024;

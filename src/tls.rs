@@ -428,6 +428,11 @@ impl TlsIo {
             }
             self.pending.extend_from_slice(&raw[..n as usize]);
         }
+        // A partial record would be the start of something the server sent unasked (and rustls
+        // cannot say it holds one): only whole records count as idle traffic.
+        if !whole_records(&self.pending) {
+            return false;
+        }
         while !self.pending.is_empty() {
             let mut rd: &[u8] = &self.pending;
             let Ok(taken) = self.session.read_tls(&mut rd) else {
@@ -442,6 +447,22 @@ impl TlsIo {
         matches!(self.session.reader().read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
             && !self.session.wants_write()
     }
+}
+
+/// Whether `bytes` is a run of whole TLS records (5-byte header with the length, then that many
+/// bytes).
+fn whole_records(mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        let Some(header) = bytes.get(..5) else {
+            return false;
+        };
+        let len = 5 + u16::from_be_bytes([header[3], header[4]]) as usize;
+        let Some(rest) = bytes.get(len..) else {
+            return false;
+        };
+        bytes = rest;
+    }
+    true
 }
 
 /// `[upstream.tls]`: TLS to the model servers of one upstream group.
@@ -525,5 +546,27 @@ impl UpstreamTls {
             config: Arc::new(config),
             server_name,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_whole_records_count_as_idle_traffic() {
+        let record = |len: u16| {
+            let mut r = vec![23, 3, 3];
+            r.extend_from_slice(&len.to_be_bytes());
+            r.extend(std::iter::repeat_n(0, len as usize));
+            r
+        };
+        assert!(whole_records(&[]));
+        let two = [record(10), record(0)].concat();
+        assert!(whole_records(&two));
+        for cut in 1..two.len() {
+            let whole = cut == 15;
+            assert_eq!(whole_records(&two[..cut]), whole, "cut at {cut}");
+        }
     }
 }

@@ -2,8 +2,8 @@
 //! connection (`Connection: close`), TLS verified with rustls against the issuer's CA bundle or
 //! the system one, the whole exchange under one timeout and the body under a size cap.
 //!
-//! It runs on the identity thread's monoio runtime, never on a worker. Host names are resolved
-//! with the system resolver (blocking, on that thread only).
+//! It runs on the auxiliary thread's monoio runtime, never on a worker. Host names are resolved
+//! with the system resolver on a thread of their own.
 
 use std::net::ToSocketAddrs;
 use std::path::Path;
@@ -33,11 +33,7 @@ pub async fn get(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result
 
 async fn fetch(url: &str, ca_file: Option<&Path>) -> Result<Vec<u8>, String> {
     let target = Target::parse(url)?;
-    let addr = (target.host.as_str(), target.port)
-        .to_socket_addrs()
-        .map_err(|e| format!("resolve {}: {e}", target.host))?
-        .next()
-        .ok_or_else(|| format!("resolve {}: no address", target.host))?;
+    let addr = resolve(&target.host, target.port).await?;
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect {addr}: {e}"))?;
@@ -58,6 +54,32 @@ async fn fetch(url: &str, ca_file: Option<&Path>) -> Result<Vec<u8>, String> {
     };
     let raw = exchange(&mut conn, request).await?;
     body_of(raw).map_err(|e| format!("GET {url}: {e}"))
+}
+
+/// The host's first address. IP literals need no lookup; names are resolved by the system
+/// resolver on a short-lived thread, so a slow DNS server stalls this fetch and nothing else on
+/// the auxiliary thread.
+async fn resolve(host: &str, port: u16) -> Result<std::net::SocketAddr, String> {
+    if let Ok(ip) = host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        return Ok((ip, port).into());
+    }
+    let (tx, rx) = async_channel::bounded(1);
+    let name = host.to_owned();
+    std::thread::Builder::new()
+        .name("modelgate-dns".into())
+        .spawn(move || {
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|mut a| a.next());
+            let _ = tx.send_blocking(found);
+        })
+        .map_err(|e| format!("resolve {host}: {e}"))?;
+    match rx.recv().await {
+        Ok(Ok(Some(addr))) => Ok(addr),
+        Ok(Ok(None)) => Err(format!("resolve {host}: no address")),
+        Ok(Err(e)) => Err(format!("resolve {host}: {e}")),
+        Err(_) => Err(format!("resolve {host}: resolver thread gone")),
+    }
 }
 
 /// Sends the request and reads until the server closes (or the cap). The caller's timeout
@@ -176,6 +198,18 @@ mod tests {
         assert_eq!((t.host.as_str(), t.port), ("[::1]", 9));
         assert!(Target::parse("ftp://x").is_err());
         assert!(Target::parse("https://user@x/").is_err());
+    }
+
+    #[test]
+    fn names_resolve_off_the_runtime_thread_and_literals_need_no_lookup() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let addr = resolve("localhost", 8443).await.unwrap();
+            assert!(addr.ip().is_loopback() && addr.port() == 8443, "{addr}");
+            assert_eq!(resolve("[::1]", 1).await.unwrap().to_string(), "[::1]:1");
+        });
     }
 
     #[test]

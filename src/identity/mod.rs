@@ -98,6 +98,13 @@ struct Cached {
     generation: u64,
 }
 
+impl Cached {
+    /// The token's `exp` (with the same leeway verification allowed) has not passed.
+    fn unexpired(&self, now: u64, leeway: u64) -> bool {
+        self.exp.saturating_add(leeway) >= now
+    }
+}
+
 /// One worker's authenticator: the config's rules, the shared keys and a private token cache.
 pub struct Authenticator {
     config: Arc<IdentityConfig>,
@@ -116,10 +123,6 @@ impl Authenticator {
             cache: RefCell::new(HashMap::new()),
             hasher: RandomState::new(),
         }
-    }
-
-    pub fn config(&self) -> &IdentityConfig {
-        &self.config
     }
 
     /// The identity of a connection's verified client certificate, if a rule maps it.
@@ -149,7 +152,7 @@ impl Authenticator {
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= self.config.token_cache_entries {
             let leeway = self.config.leeway;
-            cache.retain(|_, c| c.exp.saturating_add(leeway) >= now);
+            cache.retain(|_, c| c.unexpired(now, leeway));
             if cache.len() >= self.config.token_cache_entries {
                 cache.clear();
             }
@@ -174,7 +177,7 @@ impl Authenticator {
             .issuer
             .generation
             .load(std::sync::atomic::Ordering::Acquire);
-        if c.exp.saturating_add(self.config.leeway) >= now && c.generation == current {
+        if c.unexpired(now, self.config.leeway) && c.generation == current {
             return Some(c.verified.clone());
         }
         cache.remove(&key);

@@ -58,6 +58,21 @@ impl Conn {
         }
     }
 
+    /// Hands the connection to HTTP/2; bytes already read (the client preface) come first.
+    pub fn into_h2_io(self) -> io::Result<crate::http2::io::H2Io> {
+        use crate::http2::io::H2Io;
+        let replay = self.buf.freeze();
+        match self.io {
+            Io::Tcp(s) => H2Io::tcp(s, replay),
+            Io::Tls(t) => H2Io::tls(*t, replay),
+        }
+    }
+
+    /// The protocol the TLS handshake agreed on (ALPN), if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        self.tls_session().and_then(|t| t.session.alpn_protocol())
+    }
+
     /// The TLS session, when the connection has one.
     pub fn tls_session(&self) -> Option<&TlsIo> {
         match &self.io {

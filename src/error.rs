@@ -60,6 +60,8 @@ pub enum ErrorKind {
     Forbidden(std::sync::Arc<str>),
     /// A policy rule holds the request for an approver, which is not available yet.
     ApprovalRequired(std::sync::Arc<str>),
+    /// The caller's own deadline (`grpc-timeout`) passed before the exchange completed.
+    DeadlineExceeded,
 }
 
 #[derive(Debug)]
@@ -121,9 +123,10 @@ impl Error {
             ErrorKind::ConnectFailed(_)
             | ErrorKind::UpstreamClosed(_)
             | ErrorKind::BadResponse(_) => (502, "bad_gateway"),
-            ErrorKind::ConnectTimeout | ErrorKind::FirstByteTimeout | ErrorKind::UpstreamIdle => {
-                (504, "gateway_timeout")
-            }
+            ErrorKind::ConnectTimeout
+            | ErrorKind::FirstByteTimeout
+            | ErrorKind::UpstreamIdle
+            | ErrorKind::DeadlineExceeded => (504, "gateway_timeout"),
             ErrorKind::Masking(crate::masking::MaskError::Blocked { .. }) => (403, "blocked"),
             ErrorKind::Masking(_) => (500, "masking_failed"),
             ErrorKind::RecorderUnavailable => (503, "recording_unavailable"),
@@ -170,6 +173,7 @@ impl fmt::Display for Error {
                     "policy rule {rule:?} requires approval, which is not available"
                 )
             }
+            ErrorKind::DeadlineExceeded => f.write_str("the call's deadline passed"),
         }
     }
 }

@@ -40,6 +40,7 @@ pub mod demo;
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod http2;
 pub mod identity;
 pub mod log;
 pub mod masking;

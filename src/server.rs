@@ -20,7 +20,9 @@ use crate::conn::{Conn, ReadError};
 use crate::error::{Error, ErrorKind};
 use crate::http::head::HeadLimits;
 use crate::http::{parse_request, RequestHead};
-use crate::pipeline::{self, rescue::error_response, Next, Outcome, RequestCtx};
+use crate::http2::server::ConnInfo;
+use crate::http2::PREFACE;
+use crate::pipeline::{self, rescue::error_response, Client, Next, Outcome, RequestCtx};
 use crate::runtime::Worker;
 use crate::tls::TlsIo;
 
@@ -40,6 +42,24 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
             generation.auth.as_ref().and_then(|a| a.certificate(leaf))
         });
     let connection_id = worker.next_connection_id();
+    // HTTP/2: agreed by ALPN over TLS, or announced by its preface on plain TCP (h2c with
+    // prior knowledge).
+    let h2 = match tls {
+        true => client.alpn() == Some(b"h2"),
+        false => match sniff_preface(&mut client, &worker).await {
+            Some(h2) => h2,
+            None => return,
+        },
+    };
+    if h2 {
+        let info = ConnInfo {
+            peer,
+            connection_id,
+            tls,
+            cert_identity,
+        };
+        return crate::http2::server::serve(Rc::clone(&worker), client, info).await;
+    }
     let mut first = true;
     loop {
         let generation = worker.generation();
@@ -58,7 +78,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         ctx.peer_identity = cert_identity.clone();
         let next = pipeline::handle(
             &mut ctx,
-            &mut client,
+            &mut Client::H1(&mut client),
             &head,
             &generation,
             worker.drain.is_on(),
@@ -161,8 +181,27 @@ async fn reject(client: &mut Conn, err: Error, worker: &Worker, peer: SocketAddr
     }
 }
 
+/// Reads the first bytes of a plain connection far enough to tell the HTTP/2 preface from an
+/// HTTP/1.1 request line. `None`: the connection ended (closed, idle, draining) before that.
+async fn sniff_preface(client: &mut Conn, worker: &Worker) -> Option<bool> {
+    let header_read = worker.generation().config.timeouts.header_read;
+    let deadline = Instant::now() + header_read;
+    while client.buf.len() < PREFACE.len() && PREFACE.starts_with(&client.buf) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let read = monoio::select! {
+            r = client.fill(left) => r,
+            _ = worker.drain.wait() => return None,
+        };
+        match read {
+            Ok(n) if n > 0 => {}
+            _ => return None,
+        }
+    }
+    Some(client.buf.starts_with(PREFACE))
+}
+
 /// The client's `x-request-id` if it is safe to log and forward (1–128 of `[A-Za-z0-9._:-]`).
-fn client_request_id(head: &RequestHead) -> Option<String> {
+pub(crate) fn client_request_id(head: &RequestHead) -> Option<String> {
     let v = head.fields.get("x-request-id")?;
     let ok = !v.is_empty()
         && v.len() <= 128

@@ -160,7 +160,7 @@ impl Tls {
             wildcard,
             default,
         }));
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Tls {
             config: Arc::new(config),
             handshake_timeout: s.handshake_timeout.0,
@@ -392,6 +392,12 @@ impl TlsIo {
         Ok(())
     }
 
+    /// The socket, the session and the TLS bytes read but not yet processed: for continuing
+    /// the session over a poll-based socket (`http2::io`).
+    pub fn into_parts(self) -> (monoio::net::TcpStream, rustls::Connection, Vec<u8>) {
+        (self.tcp, self.session, self.pending)
+    }
+
     /// The verified client certificate's leaf, if the client presented one.
     pub fn peer_leaf(&self) -> Option<&CertificateDer<'static>> {
         self.session.peer_certificates().and_then(|c| c.first())
@@ -500,8 +506,14 @@ impl std::fmt::Debug for UpstreamTls {
 }
 
 impl UpstreamTls {
-    /// `at` is the section's dotted key, for errors (`upstream[2].tls`).
-    pub fn load(s: &UpstreamTlsSection, base: &Path, at: &str) -> Result<UpstreamTls, KeyError> {
+    /// `at` is the section's dotted key, for errors (`upstream[2].tls`); `alpn` the protocol
+    /// offered (`http/1.1` or `h2`).
+    pub fn load(
+        s: &UpstreamTlsSection,
+        base: &Path,
+        at: &str,
+        alpn: &[u8],
+    ) -> Result<UpstreamTls, KeyError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let ca = s
             .ca_file
@@ -531,7 +543,7 @@ impl UpstreamTls {
                 ))
             }
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         let server_name = match &s.server_name {
             None => None,
             Some(n) => Some(ServerName::try_from(n.clone()).map_err(|_| {

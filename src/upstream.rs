@@ -21,15 +21,29 @@ use std::sync::Arc;
 
 use crate::tls::{TlsIo, UpstreamTls};
 
-use crate::config::{Timeouts, Upstream};
+use bytes::Bytes;
+use h2::client::SendRequest;
+
+use crate::config::{Timeouts, Upstream as UpstreamConfig, UpstreamProtocol};
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
+use crate::http2::stream::h2_io;
+use crate::http2::{H2_CONNECTION_WINDOW, H2_SEND_BUFFER, H2_STREAM_WINDOW};
 
 struct Endpoint {
     addr: SocketAddr,
     outstanding: Cell<u32>,
     down_until: Cell<Option<Instant>>,
     idle: RefCell<Vec<(Conn, Instant)>>,
+    /// HTTP/2 groups: the one connection this worker multiplexes its requests on.
+    h2: RefCell<Option<SendRequest<Bytes>>>,
+}
+
+/// A checked-out way to send one request: an HTTP/1.1 connection of its own, or a stream on
+/// the endpoint's shared HTTP/2 connection.
+pub enum Upstream {
+    H1(Conn),
+    H2(SendRequest<Bytes>),
 }
 
 pub struct Pool {
@@ -40,6 +54,7 @@ pub struct Pool {
     max_idle: usize,
     idle_timeout: Duration,
     tls: Option<Arc<UpstreamTls>>,
+    protocol: UpstreamProtocol,
 }
 
 /// One request's claim on an endpoint; counts as outstanding until dropped.
@@ -49,7 +64,7 @@ pub struct Lease {
 }
 
 impl Pool {
-    pub fn new(cfg: &Upstream) -> Rc<Pool> {
+    pub fn new(cfg: &UpstreamConfig) -> Rc<Pool> {
         Rc::new(Pool {
             name: cfg.name.clone(),
             endpoints: cfg
@@ -60,6 +75,7 @@ impl Pool {
                     outstanding: Cell::new(0),
                     down_until: Cell::new(None),
                     idle: RefCell::new(Vec::new()),
+                    h2: RefCell::new(None),
                 })
                 .collect(),
             rotate: Cell::new(0),
@@ -67,6 +83,7 @@ impl Pool {
             max_idle: cfg.max_idle_per_endpoint,
             idle_timeout: cfg.pool_idle_timeout,
             tls: cfg.tls.clone(),
+            protocol: cfg.protocol,
         })
     }
 
@@ -76,20 +93,26 @@ impl Pool {
 
     /// A connection to the best endpoint: pooled if a live one is idle, else newly connected.
     /// Tries each endpoint at most once.
-    pub async fn checkout(self: &Rc<Self>, t: &Timeouts) -> Result<(Conn, Lease), Error> {
+    pub async fn checkout(self: &Rc<Self>, t: &Timeouts) -> Result<(Upstream, Lease), Error> {
         let mut tried = vec![false; self.endpoints.len()];
         let mut last = Error::upstream(ErrorKind::ConnectTimeout);
         while let Some(index) = self.pick(&tried) {
             tried[index] = true;
             let ep = &self.endpoints[index];
             let lease = Lease::new(self, index);
-            if let Some(conn) = self.pooled(ep) {
-                return Ok((conn, lease));
-            }
-            match monoio::time::timeout(t.upstream_connect, self.connect(ep.addr)).await {
-                Ok(Ok(conn)) => {
+            let connecting = async {
+                if self.protocol != UpstreamProtocol::Http1 {
+                    return self.h2_sender(ep).await.map(Upstream::H2);
+                }
+                if let Some(conn) = self.pooled(ep) {
+                    return Ok(Upstream::H1(conn));
+                }
+                self.connect(ep.addr).await.map(Upstream::H1)
+            };
+            match monoio::time::timeout(t.upstream_connect, connecting).await {
+                Ok(Ok(upstream)) => {
                     ep.down_until.set(None);
-                    return Ok((conn, lease));
+                    return Ok((upstream, lease));
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(upstream = %self.name, endpoint = %ep.addr, error = %e, "upstream connect failed");
@@ -109,6 +132,7 @@ impl Pool {
     /// the endpoint's IP address). Both under the caller's connect timeout.
     async fn connect(&self, addr: SocketAddr) -> std::io::Result<Conn> {
         let tcp = TcpStream::connect_addr(addr).await?;
+        let _ = tcp.set_nodelay(true);
         let Some(tls) = &self.tls else {
             return Ok(Conn::new(tcp));
         };
@@ -120,6 +144,39 @@ impl Pool {
         Ok(Conn::tls(session))
     }
 
+    /// A handle on the endpoint's HTTP/2 connection, connecting (again) when there is none or
+    /// it has gone away. `ready` waits while the server's stream limit is reached.
+    async fn h2_sender(&self, ep: &Endpoint) -> std::io::Result<SendRequest<Bytes>> {
+        let cached = ep.h2.borrow().clone();
+        if let Some(sender) = cached {
+            match sender.ready().await {
+                Ok(sender) => return Ok(sender),
+                Err(e) => {
+                    tracing::debug!(upstream = %self.name, endpoint = %ep.addr, error = %e, "HTTP/2 upstream connection gone; reconnecting");
+                    ep.h2.borrow_mut().take();
+                }
+            }
+        }
+        let io = self.connect(ep.addr).await?.into_h2_io()?;
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .max_send_buffer_size(H2_SEND_BUFFER)
+            .handshake::<_, Bytes>(io)
+            .await
+            .map_err(h2_io)?;
+        // h2 spawns nothing: the connection makes progress only while this task polls it.
+        let name = self.name.clone();
+        let addr = ep.addr;
+        monoio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(upstream = %name, endpoint = %addr, error = %e, "HTTP/2 upstream connection ended");
+            }
+        });
+        *ep.h2.borrow_mut() = Some(sender.clone());
+        sender.ready().await.map_err(h2_io)
+    }
+
     /// Returns a connection whose exchange completed cleanly, for reuse.
     pub fn checkin(&self, lease: &Lease, conn: Conn) {
         let ep = &self.endpoints[lease.index];
@@ -127,6 +184,11 @@ impl Pool {
         if idle.len() < self.max_idle {
             idle.push((conn, Instant::now()));
         }
+    }
+
+    /// The group speaks TLS to its model servers.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn endpoint(&self, lease: &Lease) -> SocketAddr {
@@ -167,6 +229,11 @@ impl Pool {
 }
 
 impl Lease {
+    /// Returns the connection the lease was for, after a clean exchange, to the pool.
+    pub fn checkin(&self, conn: Conn) {
+        self.pool.checkin(self, conn);
+    }
+
     fn new(pool: &Rc<Pool>, index: usize) -> Lease {
         let ep = &pool.endpoints[index];
         ep.outstanding.set(ep.outstanding.get() + 1);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine with the Rust toolchain: the
-# build dependencies, curl (a real client), the `openai` Python SDK (a real client), Node.js and
-# the test OIDC identity provider's npm packages (tests/idp). Installs only what is missing.
+# build dependencies, curl (a real client), the `openai` and `tritonclient[grpc]` Python SDKs
+# (real clients), Node.js and the test OIDC identity provider's npm packages (tests/idp).
+# Installs only what is missing.
 set -euo pipefail
 
 "$(dirname "$0")/../packaging/install-build-deps.sh"
@@ -27,6 +28,14 @@ if ! python3 -c 'import openai' >/dev/null 2>&1; then
   echo "installing the openai Python SDK"
   python3 -m pip install --quiet openai 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages openai
+fi
+
+# KServe v2 / Triton gRPC: tritonclient is the real client and its service stubs back the test
+# server (tests/clients/kserve_grpc_server.py); it pulls grpcio and protobuf.
+if ! python3 -c 'import grpc, tritonclient.grpc.service_pb2_grpc' >/dev/null 2>&1; then
+  echo "installing the tritonclient[grpc] and grpcio Python packages"
+  python3 -m pip install --quiet 'tritonclient[grpc]' grpcio 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages 'tritonclient[grpc]' grpcio
 fi
 
 # The test IdP (oidc-provider 9) needs Node.js >= 20.18 (URL.parse, crypto.hash).

@@ -96,7 +96,7 @@ fn subject_line(out: &str) -> String {
 }
 
 #[test]
-fn tls_1_2_and_1_3_with_alpn_http_1_1_only() {
+fn tls_1_2_and_1_3_with_alpn_h2_and_http_1_1() {
     let e = env();
     let gw = Gateway::start(&config(&e, "", ""));
     for version in [
@@ -108,11 +108,14 @@ fn tls_1_2_and_1_3_with_alpn_http_1_1_only() {
     }
     let tls12 = s_client(&gw, &e, &["-tls1_2"]);
     assert!(tls12.contains("TLSv1.2"), "{tls12}");
-    // ALPN: http/1.1 is chosen from a list; a client that only speaks h2 is refused.
-    let both = s_client(&gw, &e, &["-alpn", "h2,http/1.1"]);
-    assert!(both.contains("ALPN protocol: http/1.1"), "{both}");
-    let h2_only = s_client(&gw, &e, &["-alpn", "h2"]);
-    assert!(h2_only.contains("no application protocol"), "{h2_only}");
+    // ALPN: h2 is preferred, http/1.1 still chosen by a client that offers only it, and a
+    // client offering neither is refused.
+    let both = s_client(&gw, &e, &["-alpn", "http/1.1,h2"]);
+    assert!(both.contains("ALPN protocol: h2"), "{both}");
+    let h1_only = s_client(&gw, &e, &["-alpn", "http/1.1"]);
+    assert!(h1_only.contains("ALPN protocol: http/1.1"), "{h1_only}");
+    let neither = s_client(&gw, &e, &["-alpn", "spdy/3"]);
+    assert!(neither.contains("no application protocol"), "{neither}");
 
     // min_version = "1.3" refuses TLS 1.2.
     let gw13 = Gateway::start(&config(&e, "min_version = \"1.3\"", ""));

@@ -95,6 +95,21 @@ pub struct Upstream {
     pub pool_idle_timeout: Duration,
     /// TLS to the model servers, when `[upstream.tls]` is set.
     pub tls: Option<Arc<UpstreamTls>>,
+    /// How requests are sent to the model servers.
+    pub protocol: UpstreamProtocol,
+}
+
+/// `protocol` of an `[[upstream]]` group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with a keep-alive pool (over TLS when `[upstream.tls]` is set).
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP: gRPC servers (Triton, KServe).
+    H2c,
+    /// HTTP/2 over TLS (ALPN `h2`); needs `[upstream.tls]`.
+    H2,
 }
 
 /// The file as written. Defaults live here, once.
@@ -226,6 +241,8 @@ mod file {
         pub pool_idle_timeout: Dur,
         #[serde(default)]
         pub tls: Option<UpstreamTlsSection>,
+        #[serde(default)]
+        pub protocol: Option<Spanned<UpstreamProtocol>>,
     }
 
     fn default_fail_backoff() -> Dur {
@@ -336,11 +353,40 @@ impl Config {
                     "list at least one address, e.g. endpoints = [\"127.0.0.1:8000\"]",
                 ));
             }
+            let protocol = u
+                .protocol
+                .as_ref()
+                .map_or_else(Default::default, |p| *p.get_ref());
+            let protocol_span = u
+                .protocol
+                .as_ref()
+                .map_or_else(|| u.name.span(), |p| p.span());
+            match (protocol, &u.tls) {
+                (UpstreamProtocol::H2, None) => {
+                    return Err(err(
+                        protocol_span.clone(),
+                        "protocol = \"h2\" is HTTP/2 over TLS, but the upstream has no [upstream.tls]",
+                        "add an [upstream.tls] section (ca_file, server_name), or use protocol = \"h2c\" for plain HTTP/2",
+                    ))
+                }
+                (UpstreamProtocol::H2c, Some(_)) => {
+                    return Err(err(
+                        protocol_span.clone(),
+                        "protocol = \"h2c\" is plain HTTP/2, but the upstream has [upstream.tls]",
+                        "use protocol = \"h2\" for HTTP/2 over TLS, or remove [upstream.tls]",
+                    ))
+                }
+                _ => {}
+            }
             let tls = match &u.tls {
                 Some(section) => {
                     let base = path.parent().unwrap_or(Path::new("."));
                     let at = format!("upstream[{i}].tls");
-                    let tls = UpstreamTls::load(section, base, &at).map_err(|e| {
+                    let alpn: &[u8] = match protocol {
+                        UpstreamProtocol::H2 => b"h2",
+                        _ => b"http/1.1",
+                    };
+                    let tls = UpstreamTls::load(section, base, &at, alpn).map_err(|e| {
                         ConfigError::at_key(path, source, &e.key, &e.message, &e.fix)
                     })?;
                     Some(Arc::new(tls))
@@ -349,6 +395,7 @@ impl Config {
             };
             upstreams.push(Upstream {
                 tls,
+                protocol,
                 name: u.name.get_ref().clone(),
                 endpoints: u.endpoints.get_ref().iter().map(|a| a.0).collect(),
                 fail_backoff: u.fail_backoff.0,

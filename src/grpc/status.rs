@@ -165,7 +165,7 @@ pub fn code_for(kind: &ErrorKind) -> Code {
         // DEADLINE_EXCEEDED belongs to the caller's deadline (`grpc-timeout`): a client whose
         // deadline is far off must not be told its deadline passed, and should be free to retry
         // elsewhere. When it is the `grpc-timeout` that expires, the caller of this function
-        // answers DEADLINE_EXCEEDED itself (there is no ErrorKind for it yet).
+        // is `ErrorKind::DeadlineExceeded`.
         ErrorKind::ConnectTimeout | ErrorKind::FirstByteTimeout | ErrorKind::UpstreamIdle => {
             Code::Unavailable
         }
@@ -182,6 +182,8 @@ pub fn code_for(kind: &ErrorKind) -> Code {
         ErrorKind::Unauthenticated(_) => Code::Unauthenticated,
         // Denied by policy; a hold without an approver is still "you may not, as things stand".
         ErrorKind::Forbidden(_) | ErrorKind::ApprovalRequired(_) => Code::PermissionDenied,
+        // The caller's `grpc-timeout` expired.
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
     }
 }
 

@@ -63,6 +63,26 @@ pub struct Fields {
 }
 
 impl Fields {
+    /// Fields from name/value pairs (an HTTP/2 header map), laid out as a parsed head's are.
+    pub fn from_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Fields {
+        let mut raw = Vec::new();
+        let mut fields = Vec::new();
+        for (name, value) in pairs {
+            let n = raw.len();
+            raw.extend_from_slice(name);
+            let v = raw.len();
+            raw.extend_from_slice(value);
+            fields.push(Field {
+                name: n..v,
+                value: v..raw.len(),
+            });
+        }
+        Fields {
+            raw: Bytes::from(raw),
+            fields,
+        }
+    }
+
     pub(crate) fn from_parts(raw: Bytes, fields: Vec<Field>) -> Self {
         Fields { raw, fields }
     }
@@ -131,7 +151,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn parse(s: &str) -> Method {
+    pub fn parse(s: &str) -> Method {
         match s {
             "GET" => Method::Get,
             "HEAD" => Method::Head,

@@ -99,6 +99,29 @@ pub fn encode_request_head(
     out.put_u8(b' ');
     out.put_slice(req.path.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
+    request_fields(req, framing, fwd, out);
+    out.put_slice(b"\r\n");
+}
+
+/// Where re-serialised fields go: an HTTP/1.1 head being written, or an HTTP/2 header map
+/// (`http2::convert`), so both protocols forward exactly the same fields.
+pub trait FieldSink {
+    fn field(&mut self, name: &[u8], value: &[u8]);
+}
+
+impl FieldSink for BytesMut {
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        put_field(self, name, value);
+    }
+}
+
+/// The upstream request's fields (everything between the request line and the blank line).
+pub fn request_fields(
+    req: &RequestHead,
+    framing: BodyFraming,
+    fwd: &Forwarding<'_>,
+    out: &mut impl FieldSink,
+) {
     let mut host_written = false;
     let mut xff: Option<Vec<u8>> = None;
     for (name, value) in req.fields.iter() {
@@ -122,28 +145,27 @@ pub fn encode_request_head(
             continue;
         }
         host_written |= name.eq_ignore_ascii_case(b"host");
-        put_field(out, name, value);
+        out.field(name, value);
     }
     if !host_written && !req.host.is_empty() {
-        put_field(out, b"host", req.host.as_bytes());
+        out.field(b"host", req.host.as_bytes());
     }
     let mut list = xff.unwrap_or_default();
     if !list.is_empty() {
         list.extend_from_slice(b", ");
     }
     list.extend_from_slice(fwd.client_ip.as_bytes());
-    put_field(out, b"x-forwarded-for", &list);
-    put_field(out, b"x-forwarded-proto", fwd.proto.as_bytes());
-    put_field(out, b"via", via_token(req.http11));
-    put_field(out, b"x-request-id", fwd.request_id.as_bytes());
+    out.field(b"x-forwarded-for", &list);
+    out.field(b"x-forwarded-proto", fwd.proto.as_bytes());
+    out.field(b"via", via_token(req.http11));
+    out.field(b"x-request-id", fwd.request_id.as_bytes());
     if let Some((name, value)) = fwd.identity {
-        put_field(out, name.as_bytes(), value.as_bytes());
+        out.field(name.as_bytes(), value.as_bytes());
     }
     if wants_trailers(&req.fields) {
-        put_field(out, b"te", b"trailers");
+        out.field(b"te", b"trailers");
     }
     put_framing(out, framing);
-    out.put_slice(b"\r\n");
 }
 
 /// Writes the response head for the client. `framing` is what the gateway will send, which may
@@ -159,31 +181,42 @@ pub fn encode_response_head(
     out.put_slice(format!("HTTP/1.1 {} ", res.status).as_bytes());
     out.put_slice(res.reason.as_bytes());
     out.put_slice(b"\r\n");
+    response_fields(res, framing, close, request_id, out);
+    out.put_slice(b"\r\n");
+}
+
+/// The client response's fields (everything between the status line and the blank line).
+pub fn response_fields(
+    res: &ResponseHead,
+    framing: BodyFraming,
+    close: bool,
+    request_id: &str,
+    out: &mut impl FieldSink,
+) {
     let mut has_id = false;
     for (name, value) in res.fields.iter() {
         if !passes(&res.fields, name, &[]) {
             continue;
         }
         has_id |= name.eq_ignore_ascii_case(b"x-request-id");
-        put_field(out, name, value);
+        out.field(name, value);
     }
-    put_field(out, b"via", via_token(res.http11));
+    out.field(b"via", via_token(res.http11));
     if !has_id {
-        put_field(out, b"x-request-id", request_id.as_bytes());
+        out.field(b"x-request-id", request_id.as_bytes());
     }
     // 1xx/204/304 and HEAD responses keep the upstream's Content-Length semantics: for HEAD the
     // length describes the body a GET would get, so pass it on.
     if framing == BodyFraming::Empty {
         if let Some(cl) = res.fields.get("content-length") {
-            put_field(out, b"content-length", cl);
+            out.field(b"content-length", cl);
         }
     } else {
         put_framing(out, framing);
     }
     if close {
-        put_field(out, b"connection", b"close");
+        out.field(b"connection", b"close");
     }
-    out.put_slice(b"\r\n");
 }
 
 fn via_token(http11: bool) -> &'static [u8] {
@@ -202,10 +235,10 @@ fn wants_trailers(fields: &Fields) -> bool {
         .any(|t| trim(t).eq_ignore_ascii_case(b"trailers"))
 }
 
-fn put_framing(out: &mut BytesMut, framing: BodyFraming) {
+fn put_framing(out: &mut impl FieldSink, framing: BodyFraming) {
     match framing {
-        BodyFraming::Length(n) => put_field(out, b"content-length", n.to_string().as_bytes()),
-        BodyFraming::Chunked => put_field(out, b"transfer-encoding", b"chunked"),
+        BodyFraming::Length(n) => out.field(b"content-length", n.to_string().as_bytes()),
+        BodyFraming::Chunked => out.field(b"transfer-encoding", b"chunked"),
         BodyFraming::Empty | BodyFraming::UntilClose => {}
     }
 }

@@ -15,13 +15,16 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Generation, RequestCtx};
-use crate::conn::{Conn, ReadError};
+use std::time::Duration;
+
+use super::{Client, Generation, RequestCtx};
+use crate::conn::ReadError;
 use crate::error::{Error, ErrorKind};
+use crate::grpc::frame::{first_message, First, FrameError};
 use crate::http::headers::media_type;
 use crate::http::{BodyFraming, ChunkedDecoder, Decoded, RequestHead};
 use crate::identity::{AuthError, TokenError};
-use crate::policy::model::{model_from_path, ModelScan, Scan};
+use crate::policy::model::{model_from_grpc_infer, model_from_path, ModelScan, Scan};
 use crate::policy::{Decision, Effect, Request};
 use crate::route::Route;
 
@@ -31,7 +34,7 @@ pub const OPEN_ROUTE: &str = "open-route";
 /// Decides whether the request may go on; fills the context's identity, model and decision.
 pub async fn admit(
     ctx: &mut RequestCtx,
-    client: &mut Conn,
+    client: &mut Client<'_>,
     head: &RequestHead,
     route: &Route,
     generation: &Generation,
@@ -80,19 +83,22 @@ pub async fn admit(
 
     // The model, from the body when the path did not name it and a rule cares.
     let policy = &config.policy;
-    if ctx.model.is_none() && policy.wants_model && is_json_body(head) {
-        if head.expect_continue {
-            client
-                .write(
-                    Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"),
-                    config.timeouts.body_idle,
-                )
-                .await
-                .map_err(|e| Error::downstream(ErrorKind::ClientClosed(super::body::into_io(e))))?;
-            ctx.continue_sent = true;
+    let limit = policy.model_lookahead_bytes;
+    let idle = config.timeouts.body_idle;
+    if ctx.model.is_none() && policy.wants_model && ctx.grpc && carries_model(head) {
+        ctx.model = peek_grpc_model(client, limit, idle).await?;
+    } else if ctx.model.is_none() && policy.wants_model && is_json_body(head) {
+        if let Client::H1(conn) = client {
+            if head.expect_continue {
+                conn.write(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"), idle)
+                    .await
+                    .map_err(|e| {
+                        Error::downstream(ErrorKind::ClientClosed(super::body::into_io(e)))
+                    })?;
+                ctx.continue_sent = true;
+            }
         }
-        let limit = policy.model_lookahead_bytes;
-        ctx.model = peek_model(client, head.framing, limit, config.timeouts.body_idle).await?;
+        ctx.model = peek_model(client, head.framing, limit, idle).await?;
         ctx.model_from_body = ctx.model.is_some();
     }
 
@@ -131,36 +137,93 @@ fn is_json_body(head: &RequestHead) -> bool {
             .is_none_or(|e| e == "application/json" || e.ends_with("+json"))
 }
 
+/// gRPC methods whose request messages are `ModelInferRequest`s, which name their model.
+fn carries_model(head: &RequestHead) -> bool {
+    head.path.ends_with("/ModelInfer") || head.path.ends_with("/ModelStreamInfer")
+}
+
+/// What the client has sent of its body so far, not yet forwarded.
+fn peeked<'a>(client: &'a Client<'_>) -> &'a BytesMut {
+    match client {
+        Client::H1(conn) => &conn.buf,
+        Client::H2(x) => &x.body.ahead,
+    }
+}
+
+/// Reads more of the body into the peek buffer; `Ok(false)`: an HTTP/2 body ended.
+async fn peek_more(client: &mut Client<'_>, read_idle: Duration) -> Result<bool, Error> {
+    let read = match client {
+        Client::H1(conn) => conn.fill(read_idle).await,
+        Client::H2(x) => match x.body.fill(read_idle).await {
+            Ok(0) => return Ok(false),
+            other => other,
+        },
+    };
+    match read {
+        // On HTTP/1.1 the head promised more body than the connection brought.
+        Ok(0) => {
+            let eof = std::io::ErrorKind::UnexpectedEof.into();
+            Err(Error::downstream(ErrorKind::ClientClosed(eof)))
+        }
+        Ok(_) => Ok(true),
+        Err(ReadError::TimedOut) => Err(Error::downstream(ErrorKind::BodyTimeout)),
+        Err(ReadError::Io(e)) => Err(Error::downstream(ErrorKind::ClientClosed(e))),
+    }
+}
+
 /// Reads (without consuming) up to `limit` decoded body bytes until the top-level `model` is
 /// known. `None`: the body names no model, is not a JSON object, or names it too late.
 async fn peek_model(
-    client: &mut Conn,
+    client: &mut Client<'_>,
     framing: BodyFraming,
     limit: usize,
-    read_idle: std::time::Duration,
+    read_idle: Duration,
 ) -> Result<Option<String>, Error> {
+    // An HTTP/2 body arrives decoded; without a declared length its end is the stream's.
+    let framing = match (&*client, framing) {
+        (Client::H2(_), BodyFraming::Chunked) => BodyFraming::Length(u64::MAX),
+        (_, f) => f,
+    };
     let mut peek = Peek::new(framing, limit);
     loop {
-        match peek.advance(&client.buf)? {
+        let buf = peeked(client);
+        match peek.advance(buf)? {
             Scan::Found(model) => return Ok(Some(model)),
             Scan::Absent => return Ok(None),
             Scan::Invalid(why) => return Err(Error::downstream(ErrorKind::BadRequest(why))),
             Scan::NeedMore if peek.done() => return Ok(None),
             // Framing bytes (chunk-size lines and their extensions) count too: the look-ahead
             // bounds memory, not just what the scanner saw.
-            Scan::NeedMore if client.buf.len() > limit.saturating_mul(2) + 16 * 1024 => {
-                return Ok(None)
-            }
+            Scan::NeedMore if buf.len() > limit.saturating_mul(2) + 16 * 1024 => return Ok(None),
             Scan::NeedMore => {}
         }
-        match client.fill(read_idle).await {
-            Ok(0) => {
-                let eof = std::io::ErrorKind::UnexpectedEof.into();
-                return Err(Error::downstream(ErrorKind::ClientClosed(eof)));
-            }
-            Ok(_) => {}
-            Err(ReadError::TimedOut) => return Err(Error::downstream(ErrorKind::BodyTimeout)),
-            Err(ReadError::Io(e)) => return Err(Error::downstream(ErrorKind::ClientClosed(e))),
+        if !peek_more(client, read_idle).await? {
+            peek.framing = BodyFraming::Length(peeked(client).len() as u64);
+        }
+    }
+}
+
+/// The model named by a gRPC call's first `ModelInferRequest`, read (without consuming it)
+/// within the look-ahead. `None`: compressed, larger than the look-ahead, or no body.
+async fn peek_grpc_model(
+    client: &mut Client<'_>,
+    limit: usize,
+    read_idle: Duration,
+) -> Result<Option<String>, Error> {
+    let max = u32::try_from(limit).unwrap_or(u32::MAX);
+    loop {
+        match first_message(peeked(client), max) {
+            Ok(First::Complete {
+                compressed: false,
+                data,
+            }) => return Ok(model_from_grpc_infer(data)),
+            Ok(First::Complete { .. }) => return Ok(None),
+            Err(FrameError::TooLarge { .. }) => return Ok(None),
+            Err(_) => return Err(Error::downstream(ErrorKind::BadRequest("bad gRPC message"))),
+            Ok(First::Incomplete { .. }) => {}
+        }
+        if !peek_more(client, read_idle).await? {
+            return Ok(None);
         }
     }
 }

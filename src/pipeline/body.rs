@@ -15,6 +15,7 @@ use crate::error::{Error, ErrorKind};
 use crate::http::chunked::{encode_chunk, encode_last, ChunkedDecoder, Decoded};
 use crate::http::head::Fields;
 use crate::http::BodyFraming;
+use crate::http2::stream::{H2Recv, H2Send, Read};
 
 /// Which way the body flows; decides which side an I/O failure is blamed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,6 @@ pub struct Transfer {
     pub read_idle: Duration,
     /// Longest time a write to the destination may take.
     pub write_limit: Duration,
-    pub max_trailer_bytes: usize,
 }
 
 enum Event {
@@ -57,14 +57,104 @@ pub struct Stop {
     pub error: Error,
 }
 
+/// Where a body comes from: an HTTP/1.1 connection (decoded by its framing) or an HTTP/2 stream.
+pub enum Source<'a> {
+    H1(&'a mut Conn, BodyReader),
+    H2(&'a mut H2Recv),
+}
+
+/// Where a body goes, with the message head that must precede it while the peer has not seen
+/// it: an HTTP/1.1 connection (re-framed as `framing`) or an HTTP/2 stream.
+pub enum Sink<'a> {
+    H1 {
+        conn: &'a mut Conn,
+        framing: BodyFraming,
+        head: Option<Bytes>,
+    },
+    H2(&'a mut H2Send),
+}
+
+impl<'a> Source<'a> {
+    /// An HTTP/1.1 body framed by `framing`.
+    pub fn h1(conn: &'a mut Conn, framing: BodyFraming, max_trailer_bytes: usize) -> Self {
+        Source::H1(conn, BodyReader::new(framing, max_trailer_bytes))
+    }
+
+    /// Bytes are already waiting, or there is no body at all: no reason to send a head alone.
+    fn ready(&self) -> bool {
+        match self {
+            Source::H1(conn, reader) => reader.done || !conn.buf.is_empty(),
+            Source::H2(recv) => !recv.ahead.is_empty() || recv.is_end(),
+        }
+    }
+
+    async fn next(&mut self, t: &Transfer) -> Result<Event, Error> {
+        match self {
+            Source::H1(conn, reader) => reader.next(conn, t).await,
+            Source::H2(recv) => match recv.next(t.read_idle).await {
+                Ok(Read::Data(d)) => Ok(Event::Data(d)),
+                Ok(Read::End(trailers)) => Ok(Event::End(trailers)),
+                Err(e) => Err(read_failed(t.dir, Some(e))),
+            },
+        }
+    }
+}
+
+impl Sink<'_> {
+    /// The peer has seen the message head.
+    pub fn head_sent(&self) -> bool {
+        match self {
+            Sink::H1 { head, .. } => head.is_none(),
+            Sink::H2(send) => send.head_sent(),
+        }
+    }
+
+    /// Writes `data`, preceded by the head if it has not gone out yet; `end` (with the
+    /// trailers) ends the body after it.
+    async fn write(
+        &mut self,
+        data: Bytes,
+        end: Option<Option<Fields>>,
+        t: &Transfer,
+    ) -> Result<(), Error> {
+        let result = match self {
+            Sink::H1 {
+                conn,
+                framing,
+                head,
+            } => {
+                let data = frame(data, *framing, end);
+                if data.is_empty() && head.is_none() {
+                    return Ok(());
+                }
+                let data = match head.take() {
+                    Some(head) if data.is_empty() => head,
+                    Some(head) => {
+                        let mut both = BytesMut::with_capacity(head.len() + data.len());
+                        both.extend_from_slice(&head);
+                        both.extend_from_slice(&data);
+                        both.freeze()
+                    }
+                    None => data,
+                };
+                conn.write(data, t.write_limit).await
+            }
+            Sink::H2(send) => send.write(data, end, t.write_limit).await,
+        };
+        result.map_err(|e| match t.dir {
+            Dir::Request => Error::upstream(ErrorKind::UpstreamClosed(into_io(e))),
+            Dir::Response => Error::downstream(ErrorKind::ClientClosed(into_io(e))),
+        })
+    }
+}
+
 /// Reads the body framed by `framing` from its source connection.
-struct BodyReader {
+pub struct BodyReader {
     framing: BodyFraming,
     remaining: u64,
     chunked: Option<ChunkedDecoder>,
     done: bool,
 }
-
 impl BodyReader {
     fn new(framing: BodyFraming, max_trailer_bytes: usize) -> Self {
         BodyReader {
@@ -128,31 +218,26 @@ impl BodyReader {
     }
 }
 
-/// Streams the body framed as `from` on `src` to `dst` framed as `to`, preceded by `head` (the
-/// message head for `dst`, taken when written: `None` afterwards tells the caller the peer has
-/// seen it). Returns the number of body bytes moved. On error the destination has received a
-/// prefix (or nothing, if `head` is still there) and must be closed.
+/// Streams the body from `src` to `dst`, through `stage`. Returns the number of body bytes
+/// moved. On error the destination has received a prefix (or nothing, if its head is still
+/// unsent) and must be closed or reset.
 ///
 /// The head goes out together with the first body bytes when those are already buffered (one
 /// send and one wake-up of the peer instead of two, which is most of the cost of a small
 /// exchange); when they are not, the head goes out at once, so a stream's head is never held
 /// back waiting for its first event.
 pub async fn transfer(
-    src: &mut Conn,
-    from: BodyFraming,
-    dst: &mut Conn,
-    to: BodyFraming,
-    pending: &mut Option<Bytes>,
+    src: &mut Source<'_>,
+    dst: &mut Sink<'_>,
     stage: &mut dyn BodyStage,
     t: &Transfer,
 ) -> Result<u64, Error> {
-    if src.buf.is_empty() && from != BodyFraming::Empty {
-        write(dst, pending, Bytes::new(), t).await?;
+    if !src.ready() {
+        dst.write(Bytes::new(), None, t).await?;
     }
-    let mut reader = BodyReader::new(from, t.max_trailer_bytes);
     let mut moved = 0u64;
     loop {
-        let (data, trailers) = match reader.next(src, t).await? {
+        let (data, trailers) = match src.next(t).await? {
             Event::Data(data) => (stage.chunk(data), None),
             Event::End(trailers) => (stage.end(trailers.as_ref()), Some(trailers)),
         };
@@ -160,9 +245,9 @@ pub async fn transfer(
             Ok(data) => data,
             Err(stop) => {
                 if stop.ends_body {
-                    write(dst, pending, frame(stop.last, to, Some(None)), t).await?;
-                } else if pending.is_none() && !stop.last.is_empty() {
-                    write(dst, pending, frame(stop.last, to, None), t).await?;
+                    dst.write(stop.last, Some(None), t).await?;
+                } else if dst.head_sent() && !stop.last.is_empty() {
+                    dst.write(stop.last, None, t).await?;
                 }
                 // With the head still unsent nothing went out: the caller answers with the
                 // error's status instead.
@@ -171,9 +256,8 @@ pub async fn transfer(
         };
         moved += data.len() as u64;
         let end = trailers.is_some();
-        let out = frame(data, to, trailers);
-        if !out.is_empty() || (end && pending.is_some()) {
-            write(dst, pending, out, t).await?;
+        if !data.is_empty() || end {
+            dst.write(data, trailers, t).await?;
         }
         if end {
             return Ok(moved);
@@ -181,42 +265,20 @@ pub async fn transfer(
     }
 }
 
-/// Frames body bytes for the destination; `end` (with the trailers) appends the last chunk.
+/// Frames body bytes for an HTTP/1.1 destination; `end` (with the trailers) appends the last
+/// chunk.
 fn frame(data: Bytes, to: BodyFraming, end: Option<Option<Fields>>) -> Bytes {
     if to != BodyFraming::Chunked {
         return data;
     }
     let mut framed = BytesMut::with_capacity(data.len() + 24);
-    encode_chunk(&data, &mut framed);
+    if !data.is_empty() {
+        encode_chunk(&data, &mut framed);
+    }
     if let Some(trailers) = end {
         encode_last(trailers.as_ref(), &mut framed);
     }
     framed.freeze()
-}
-
-/// Writes `data`, preceded by the pending head if it has not gone out yet.
-async fn write(
-    dst: &mut Conn,
-    pending: &mut Option<Bytes>,
-    data: Bytes,
-    t: &Transfer,
-) -> Result<(), Error> {
-    let data = match pending.take() {
-        Some(head) if data.is_empty() => head,
-        Some(head) => {
-            let mut both = BytesMut::with_capacity(head.len() + data.len());
-            both.extend_from_slice(&head);
-            both.extend_from_slice(&data);
-            both.freeze()
-        }
-        None => data,
-    };
-    dst.write(data, t.write_limit)
-        .await
-        .map_err(|e| match t.dir {
-            Dir::Request => Error::upstream(ErrorKind::UpstreamClosed(into_io(e))),
-            Dir::Response => Error::downstream(ErrorKind::ClientClosed(into_io(e))),
-        })
 }
 
 fn read_failed(dir: Dir, e: Option<ReadError>) -> Error {

@@ -12,6 +12,7 @@
 
 mod admit;
 mod body;
+mod exchange;
 mod record;
 pub mod rescue;
 mod stages;
@@ -21,25 +22,25 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
-use crate::http::headers::{encode_request_head, encode_response_head, Forwarding};
-use crate::http::{parse_response, BodyFraming, RequestHead, ResponseHead};
+use crate::grpc::status::parse_timeout;
+use crate::http::headers::media_type;
+use crate::http::{BodyFraming, RequestHead};
+use crate::http2::stream::{H2Recv, H2Send};
 use crate::identity::{Authenticator, Verified};
 use crate::masking::Verdict;
 use crate::policy::Decision;
-use crate::upstream::Pool;
+use crate::upstream::{Lease, Pool};
 pub use body::Dir;
-use body::{transfer, Transfer};
+use body::Source;
+use exchange::Exchange;
 pub use rescue::rescue;
 use stages::Stages;
 pub use stages::{Recorder, Session};
-
-/// Longest upstream response head accepted.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// Everything known about one request as it moves through the stages.
 pub struct RequestCtx {
@@ -75,6 +76,8 @@ pub struct RequestCtx {
     pub decision: Option<Decision>,
     /// The client connection is TLS.
     pub tls: bool,
+    /// The request is a gRPC call: refusals are gRPC statuses.
+    pub grpc: bool,
     /// The identity of the connection's client certificate (mTLS), when a rule maps it.
     pub peer_identity: Option<Rc<Verified>>,
     /// `100 Continue` already went to the client (the model was read from the body).
@@ -146,6 +149,7 @@ impl RequestCtx {
             model: None,
             decision: None,
             tls: false,
+            grpc: false,
             peer_identity: None,
             continue_sent: false,
             model_from_body: false,
@@ -183,33 +187,83 @@ impl RequestCtx {
     }
 }
 
+/// The client side of one exchange: an HTTP/1.1 connection, or one HTTP/2 stream.
+pub enum Client<'a> {
+    H1(&'a mut Conn),
+    H2(&'a mut H2Exchange),
+}
+
+/// A client's HTTP/2 stream: the request body coming in and the response going out.
+pub struct H2Exchange {
+    pub body: H2Recv,
+    pub send: H2Send,
+}
+
+impl Client<'_> {
+    /// The request body as a transfer source.
+    fn body(&mut self, framing: BodyFraming, max_trailer_bytes: usize) -> Source<'_> {
+        match self {
+            Client::H1(conn) => Source::h1(conn, framing, max_trailer_bytes),
+            Client::H2(x) => Source::H2(&mut x.body),
+        }
+    }
+}
+
 /// Runs one request through the whole path and answers it, one way or another.
 pub async fn handle(
     ctx: &mut RequestCtx,
-    client: &mut Conn,
+    client: &mut Client<'_>,
     head: &RequestHead,
     generation: &Generation,
     draining: bool,
 ) -> Next {
     let must_close = head.close || !head.http11 || draining;
-    let next = match proxy(ctx, client, head, generation, must_close).await {
-        Ok(()) if must_close => Next::Close,
-        Ok(()) => Next::KeepAlive,
+    ctx.grpc = head
+        .fields
+        .get("content-type")
+        .is_some_and(|v| media_type(v).starts_with("application/grpc"));
+    // A gRPC caller's deadline bounds the whole exchange; when it passes, the call is over.
+    let deadline = head
+        .fields
+        .get("grpc-timeout")
+        .filter(|_| ctx.grpc)
+        .and_then(parse_timeout);
+    let exchange = proxy(ctx, client, head, generation, must_close);
+    let result = match deadline {
+        Some(limit) => monoio::time::timeout(limit, exchange)
+            .await
+            .unwrap_or_else(|_| Err(Error::downstream(ErrorKind::DeadlineExceeded))),
+        None => exchange.await,
+    };
+    let next = match result {
+        // An HTTP/1.1 upstream whose response ended cleanly goes back to its pool.
+        Ok(Some((pool_conn, lease))) => {
+            lease.checkin(pool_conn);
+            if must_close {
+                Next::Close
+            } else {
+                Next::KeepAlive
+            }
+        }
+        Ok(None) if must_close => Next::Close,
+        Ok(None) => Next::KeepAlive,
         Err(e) => rescue(ctx, client, e, &generation.config, must_close).await,
     };
     record::end(ctx);
     next
 }
 
+/// An HTTP/1.1 upstream connection that may serve another request.
+type Reusable = Option<(Conn, Lease)>;
+
 async fn proxy(
     ctx: &mut RequestCtx,
-    client: &mut Conn,
+    client: &mut Client<'_>,
     head: &RequestHead,
     generation: &Generation,
     must_close: bool,
-) -> Result<(), Error> {
+) -> Result<Reusable, Error> {
     let config = &generation.config;
-    let t = &config.timeouts;
 
     // Route, then admission (identity, model, policy): deny by default. The session starts
     // after the verdict, so it carries who asked and why they were refused.
@@ -232,185 +286,33 @@ async fn proxy(
 
     // Upstream: choose an endpoint and connect (retries happen only here, before any byte).
     let pool = &generation.pools[route.upstream];
-    let (mut upstream, lease) = pool.checkout(t).await?;
+    let (upstream, lease) = pool.checkout(&config.timeouts).await?;
     ctx.upstream = Some(format!("{}/{}", pool.name(), pool.endpoint(&lease)));
 
     // The gateway answers `Expect: 100-continue` itself, now that the request will go through.
-    if head.expect_continue && head.framing != BodyFraming::Empty && !ctx.continue_sent {
-        client
-            .write(
+    if let Client::H1(conn) = client {
+        if head.expect_continue && head.framing != BodyFraming::Empty && !ctx.continue_sent {
+            conn.write(
                 Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"),
-                t.body_idle,
+                config.timeouts.body_idle,
             )
             .await
             .map_err(|e| Error::downstream(ErrorKind::ClientClosed(body::into_io(e))))?;
-    }
-
-    // Request head and body, upstream; masked prompts change length, so they go chunked.
-    let masker = config.masker.as_ref();
-    let request_masking = masker.zip(route.masking).filter(|_| route.mask_requests);
-    let to_upstream = match head.framing {
-        BodyFraming::Empty => BodyFraming::Empty,
-        _ if Stages::rewrites(request_masking) => BodyFraming::Chunked,
-        f => f,
-    };
-    let mut out = BytesMut::new();
-    let client_ip = ctx.client_ip.to_string();
-    let identity = config.identity.as_deref();
-    let assertion = identity
-        .and_then(|i| i.assertion.as_deref().zip(ctx.identity.as_ref()))
-        .and_then(|(signer, who)| who.assertion(signer, pool.name()));
-    let never_forward: &[&str] = match identity {
-        Some(i) if !i.forward_client_authorization => &[
-            "authorization",
-            &i.assertion_header,
-            crate::identity::config::DEFAULT_ASSERTION_HEADER,
-        ],
-        Some(i) => &[
-            &i.assertion_header,
-            crate::identity::config::DEFAULT_ASSERTION_HEADER,
-        ],
-        None => &[crate::identity::config::DEFAULT_ASSERTION_HEADER],
-    };
-    let fwd = Forwarding {
-        client_ip: &client_ip,
-        proto: if ctx.tls { "https" } else { "http" },
-        request_id: &ctx.request_id,
-        drop: never_forward,
-        identity: identity
-            .zip(assertion.as_deref())
-            .map(|(i, a)| (i.assertion_header.as_str(), a)),
-    };
-    encode_request_head(head, to_upstream, &fwd, &mut out);
-    let up = Transfer {
-        dir: Dir::Request,
-        read_idle: t.body_idle,
-        write_limit: t.upstream_idle,
-        max_trailer_bytes: config.limits.max_trailer_bytes,
-    };
-    let content_type = head.fields.get("content-type");
-    let mut stages = Stages::new(
-        Dir::Request,
-        request_masking,
-        content_type,
-        ctx.session.as_mut(),
-    );
-    if ctx.model_from_body {
-        stages.guard_model(ctx.model.clone());
-    }
-    let sent = transfer(
-        client,
-        head.framing,
-        &mut upstream,
-        to_upstream,
-        &mut Some(out.freeze()),
-        &mut stages,
-        &up,
-    )
-    .await;
-    let verdict = stages.verdict().cloned();
-    drop(stages);
-    ctx.note_verdict(verdict.as_ref());
-    ctx.bytes_in += sent?;
-    ctx.request_done = true;
-    ctx.request_sent = Some(ctx.started.elapsed());
-
-    // Response head.
-    let res = read_response_head(&mut upstream, head, t.upstream_first_byte).await?;
-    ctx.ttfb = Some(ctx.started.elapsed());
-    ctx.status = res.status;
-    record::response_head(ctx, &res)?;
-
-    // HTTP/1.1 clients get open-ended bodies chunked (so the connection survives); HTTP/1.0
-    // clients cannot take chunked and get them delimited by close. A masked body's length is
-    // not known in advance, so it is open-ended too.
-    let response_masking = masker.zip(route.masking);
-    let to_client = match res.framing {
-        BodyFraming::Length(_) if Stages::rewrites(response_masking) => BodyFraming::UntilClose,
-        f => f,
-    };
-    let to_client = match to_client {
-        BodyFraming::Chunked | BodyFraming::UntilClose if head.http11 => BodyFraming::Chunked,
-        BodyFraming::Chunked | BodyFraming::UntilClose => BodyFraming::UntilClose,
-        f => f,
-    };
-    let close = must_close || to_client == BodyFraming::UntilClose;
-    let mut out = BytesMut::new();
-    encode_response_head(&res, to_client, close, &ctx.request_id, &mut out);
-    ctx.bytes_out += out.len() as u64;
-
-    // Response body, downstream: masked, recorded, forwarded chunk by chunk.
-    let down = Transfer {
-        dir: Dir::Response,
-        read_idle: t.upstream_idle,
-        write_limit: t.body_idle,
-        max_trailer_bytes: config.limits.max_trailer_bytes,
-    };
-    let content_type = res.fields.get("content-type");
-    let mut stages = Stages::new(
-        Dir::Response,
-        response_masking,
-        content_type,
-        ctx.session.as_mut(),
-    );
-    if ctx.record_upstream_body {
-        stages.record_upstream();
-    }
-    let mut response_head = Some(out.freeze());
-    let received = transfer(
-        &mut upstream,
-        res.framing,
-        client,
-        to_client,
-        &mut response_head,
-        &mut stages,
-        &down,
-    )
-    .await;
-    // Once the head went out, errors can only cut the response short.
-    ctx.response_started = response_head.is_none();
-    let verdict = stages.verdict().cloned();
-    drop(stages);
-    ctx.note_verdict(verdict.as_ref());
-    ctx.bytes_out += received?;
-    if !res.close {
-        pool.checkin(&lease, upstream);
-    }
-    Ok(())
-}
-
-/// Reads the upstream's response head, skipping interim 1xx responses (the gateway already
-/// answered any `Expect` itself; `Upgrade` is never forwarded, so 101 is an error).
-async fn read_response_head(
-    upstream: &mut Conn,
-    req: &RequestHead,
-    first_byte: Duration,
-) -> Result<ResponseHead, Error> {
-    let deadline = Instant::now() + first_byte;
-    loop {
-        match parse_response(&mut upstream.buf, MAX_RESPONSE_HEAD, &req.method)
-            .map_err(Error::from_response_head)?
-        {
-            Some(res) if res.status == 101 => {
-                return Err(Error::upstream(ErrorKind::BadResponse("unexpected 101")))
-            }
-            Some(res) if (100..200).contains(&res.status) => continue,
-            Some(res) => return Ok(res),
-            None => {}
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match upstream.fill(left).await {
-            Ok(0) => {
-                let eof = std::io::ErrorKind::UnexpectedEof.into();
-                return Err(Error::upstream(ErrorKind::UpstreamClosed(eof)));
-            }
-            Ok(_) => {}
-            Err(crate::conn::ReadError::TimedOut) => {
-                return Err(Error::upstream(ErrorKind::FirstByteTimeout))
-            }
-            Err(crate::conn::ReadError::Io(e)) => {
-                return Err(Error::upstream(ErrorKind::UpstreamClosed(e)))
-            }
         }
     }
+
+    // The exchange itself; the session is shared by its two directions while it runs.
+    let session = ctx.session.take();
+    let exchange = Exchange {
+        config,
+        route,
+        head,
+        pool_name: pool.name(),
+        session: session.as_ref(),
+        must_close,
+        scheme: if pool.is_tls() { "https" } else { "http" },
+    };
+    let result = exchange.run(ctx, client, upstream).await;
+    ctx.session = session;
+    Ok(result?.map(|conn| (conn, lease)))
 }

@@ -75,7 +75,7 @@ pub fn start(
                 id,
                 epoch: recorder.epoch.get(),
                 started: Instant::now(),
-                abandoned: false,
+                abandoned: std::cell::Cell::new(false),
             });
             Ok(())
         }
@@ -90,9 +90,13 @@ pub fn start(
 }
 
 /// Records the response head as the upstream sent it.
-pub fn response_head(ctx: &mut RequestCtx, res: &ResponseHead) -> Result<(), Error> {
+pub fn response_head(
+    ctx: &RequestCtx,
+    session: Option<&Session>,
+    res: &ResponseHead,
+) -> Result<(), Error> {
     let upstream = ctx.upstream.clone();
-    let Some(session) = ctx.session.as_mut() else {
+    let Some(session) = session else {
         return Ok(());
     };
     let head = recorder::ResponseHead {
@@ -108,7 +112,7 @@ pub fn response_head(ctx: &mut RequestCtx, res: &ResponseHead) -> Result<(), Err
 
 /// Closes the session with how the exchange ended.
 pub fn end(ctx: &mut RequestCtx) {
-    let Some(mut session) = ctx.session.take() else {
+    let Some(session) = ctx.session.take() else {
         return;
     };
     let reason = match ctx.outcome {

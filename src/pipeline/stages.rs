@@ -69,18 +69,19 @@ pub struct Session {
     /// The recorder's epoch when the session started.
     pub epoch: u64,
     pub started: Instant,
-    /// A write failed in `fail_open` mode: the rest of the exchange goes unrecorded.
-    pub abandoned: bool,
+    /// A write failed in `fail_open` mode: the rest of the exchange goes unrecorded. A `Cell`,
+    /// so the two directions of a duplex exchange can share the session.
+    pub abandoned: Cell<bool>,
 }
 
 impl Session {
     /// Applies `write` to the writer; a failure ends the stream (fail closed) or abandons the
     /// recording of this session (fail open). Either way it is logged once and counted.
     pub fn write(
-        &mut self,
+        &self,
         write: impl FnOnce(&mut SegmentWriter, SessionId, u64) -> std::io::Result<()>,
     ) -> Result<(), Error> {
-        if self.abandoned {
+        if self.abandoned.get() {
             return Ok(());
         }
         let offset = offset_us(self.started, Instant::now());
@@ -92,7 +93,7 @@ impl Session {
             Ok(()) => Ok(()),
             Err(e) => {
                 tracing::error!(error = %e, "session recording failed");
-                self.abandoned = true;
+                self.abandoned.set(true);
                 match self.recorder.on_disk_error {
                     OnDiskError::FailClosed => Err(Error::internal(ErrorKind::RecorderUnavailable)),
                     OnDiskError::FailOpen => Ok(()),
@@ -108,7 +109,7 @@ pub struct Stages<'a> {
     mask: Option<Box<dyn BodyFilter>>,
     /// The body is SSE: a masking stop ends it with an error event rather than cutting it.
     sse: bool,
-    session: Option<&'a mut Session>,
+    session: Option<&'a Session>,
     out: BytesMut,
     /// Request bodies whose model the policy read from their first bytes: the model decided on,
     /// and a scan of the whole body that refuses a second `model` member.
@@ -124,7 +125,7 @@ impl<'a> Stages<'a> {
         dir: Dir,
         masking: Option<(&Arc<Masker>, Mode)>,
         content_type: Option<&[u8]>,
-        session: Option<&'a mut Session>,
+        session: Option<&'a Session>,
     ) -> Self {
         Stages {
             dir,
@@ -184,7 +185,7 @@ impl<'a> Stages<'a> {
 
     /// Tees `data` to the recorder; on a fail-closed recorder error, ends the body.
     fn record(&mut self, data: &[u8]) -> Result<(), Stop> {
-        let Some(session) = self.session.as_deref_mut() else {
+        let Some(session) = self.session else {
             return Ok(());
         };
         if data.is_empty() {
@@ -225,7 +226,7 @@ impl BodyStage for Stages<'_> {
     fn chunk(&mut self, data: Bytes) -> Result<Bytes, Stop> {
         self.check_model(&data, false)?;
         if self.tee_upstream {
-            if let Some(session) = self.session.as_deref_mut() {
+            if let Some(session) = self.session {
                 session
                     .write(|w, sid, offset| w.upstream_chunk(sid, offset, &data))
                     .map_err(|error| Stop {
@@ -256,7 +257,7 @@ impl BodyStage for Stages<'_> {
             }
         };
         self.record(&out)?;
-        if let (Some(t), Some(session)) = (trailers, self.session.as_deref_mut()) {
+        if let (Some(t), Some(session)) = (trailers, self.session) {
             let headers = super::record::header_list(t);
             session
                 .write(|w, sid, offset_us| w.trailers(sid, &Trailers { offset_us, headers }))

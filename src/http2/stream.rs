@@ -1,0 +1,195 @@
+//! One HTTP/2 stream's two halves, as the body transfer uses them: what `conn::Conn` is for an
+//! HTTP/1.1 connection.
+//!
+//! Flow control is what gives backpressure here. Receiving: a chunk's window is given back only
+//! when the next chunk is asked for, i.e. after the chunk was written onwards, so a slow
+//! destination stops the peer after one stream window. Sending: data goes out only as capacity
+//! is assigned, and `h2` assigns none while `max_send_buffer_size` bytes wait for the socket,
+//! so a slow reader stalls us instead of growing a buffer.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{RecvStream, SendStream};
+
+use crate::conn::ReadError;
+use crate::http::head::Fields;
+
+use super::convert::{fields_from_map, trailers_map};
+
+/// The receiving half of a stream (a request body from a client, a response body from an
+/// upstream).
+pub struct H2Recv {
+    recv: RecvStream,
+    /// Data read ahead of the transfer (the model peek) and not handed on yet.
+    pub ahead: BytesMut,
+    /// Bytes handed on whose window goes back with the next read.
+    unreleased: usize,
+    /// DATA ended (END_STREAM seen); trailers may still be waiting.
+    data_done: bool,
+}
+
+/// What the next read produced.
+pub enum Read {
+    Data(Bytes),
+    End(Option<Fields>),
+}
+
+impl H2Recv {
+    pub fn new(recv: RecvStream) -> H2Recv {
+        H2Recv {
+            data_done: recv.is_end_stream(),
+            recv,
+            ahead: BytesMut::new(),
+            unreleased: 0,
+        }
+    }
+
+    /// The next piece of the body, or its end with the trailers.
+    pub async fn next(&mut self, idle: Duration) -> Result<Read, ReadError> {
+        if !self.ahead.is_empty() {
+            return Ok(Read::Data(self.ahead.split().freeze()));
+        }
+        match self.data(idle).await? {
+            Some(data) => {
+                self.unreleased = data.len();
+                Ok(Read::Data(data))
+            }
+            None => {
+                let trailers = match monoio::time::timeout(idle, self.recv.trailers()).await {
+                    Ok(Ok(t)) => t.map(|t| fields_from_map(&t)),
+                    Ok(Err(e)) => return Err(ReadError::Io(h2_io(e))),
+                    Err(_) => return Err(ReadError::TimedOut),
+                };
+                Ok(Read::End(trailers))
+            }
+        }
+    }
+
+    /// Reads one more chunk onto `ahead`; `Ok(0)`: the body ended. Windows for bytes read ahead
+    /// go back at once: the look-ahead that bounds them is small.
+    pub async fn fill(&mut self, idle: Duration) -> Result<usize, ReadError> {
+        match self.data(idle).await? {
+            Some(data) => {
+                let _ = self.recv.flow_control().release_capacity(data.len());
+                self.ahead.extend_from_slice(&data);
+                Ok(data.len())
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The body ended and nothing read ahead is left.
+    pub fn is_end(&self) -> bool {
+        self.data_done && self.ahead.is_empty()
+    }
+
+    async fn data(&mut self, idle: Duration) -> Result<Option<Bytes>, ReadError> {
+        if self.unreleased > 0 {
+            let _ = self.recv.flow_control().release_capacity(self.unreleased);
+            self.unreleased = 0;
+        }
+        if self.data_done {
+            return Ok(None);
+        }
+        loop {
+            match monoio::time::timeout(idle, self.recv.data()).await {
+                Ok(Some(Ok(data))) if data.is_empty() => continue,
+                Ok(Some(Ok(data))) => return Ok(Some(data)),
+                Ok(Some(Err(e))) => return Err(ReadError::Io(h2_io(e))),
+                Ok(None) => {
+                    self.data_done = true;
+                    return Ok(None);
+                }
+                Err(_) => return Err(ReadError::TimedOut),
+            }
+        }
+    }
+}
+
+/// The sending half of a stream: a response to a client (head first), or a request body to an
+/// upstream.
+pub enum H2Send {
+    /// A client's stream before anything was decided.
+    Waiting(SendResponse<Bytes>),
+    /// The response head, held until the first data (or at once, see `body::transfer`).
+    Head(SendResponse<Bytes>, http::Response<()>),
+    Body(SendStream<Bytes>),
+    Done,
+}
+
+impl H2Send {
+    /// Whether the peer has seen a response head (or the stream is finished).
+    pub fn head_sent(&self) -> bool {
+        matches!(self, H2Send::Body(_) | H2Send::Done)
+    }
+
+    /// Sends `data`; `end` (with the trailers) ends the stream after it. Waits for flow-control
+    /// capacity, at most `limit` for each piece.
+    pub async fn write(
+        &mut self,
+        mut data: Bytes,
+        end: Option<Option<Fields>>,
+        limit: Duration,
+    ) -> Result<(), ReadError> {
+        if let H2Send::Head(..) = self {
+            let H2Send::Head(mut respond, head) = std::mem::replace(self, H2Send::Done) else {
+                unreachable!("matched above")
+            };
+            let only_head = data.is_empty() && matches!(end, Some(None));
+            let stream = respond
+                .send_response(head, only_head)
+                .map_err(|e| ReadError::Io(h2_io(e)))?;
+            if only_head {
+                return Ok(());
+            }
+            *self = H2Send::Body(stream);
+        }
+        let H2Send::Body(stream) = self else {
+            return Err(ReadError::Io(io::ErrorKind::NotConnected.into()));
+        };
+        while !data.is_empty() {
+            stream.reserve_capacity(data.len());
+            let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx));
+            let n = match monoio::time::timeout(limit, granted).await {
+                Ok(Some(Ok(n))) => n,
+                Ok(Some(Err(e))) => return Err(ReadError::Io(h2_io(e))),
+                Ok(None) => return Err(ReadError::Io(io::ErrorKind::BrokenPipe.into())),
+                Err(_) => return Err(ReadError::TimedOut),
+            };
+            let piece = data.split_to(n.min(data.len()));
+            stream
+                .send_data(piece, false)
+                .map_err(|e| ReadError::Io(h2_io(e)))?;
+        }
+        let sent = match end {
+            None => return Ok(()),
+            Some(Some(trailers)) => stream.send_trailers(trailers_map(&trailers)),
+            Some(None) => stream.send_data(Bytes::new(), true),
+        };
+        sent.map_err(|e| ReadError::Io(h2_io(e)))?;
+        *self = H2Send::Done;
+        Ok(())
+    }
+
+    /// Ends the stream abruptly: the peer must not take what it got for complete.
+    pub fn reset(&mut self) {
+        match std::mem::replace(self, H2Send::Done) {
+            H2Send::Waiting(mut r) | H2Send::Head(mut r, _) => r.send_reset(h2::Reason::CANCEL),
+            H2Send::Body(mut s) => s.send_reset(h2::Reason::CANCEL),
+            H2Send::Done => {}
+        }
+    }
+}
+
+pub fn h2_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        if let Some(e) = e.into_io() {
+            return e;
+        }
+        return io::ErrorKind::BrokenPipe.into();
+    }
+    io::Error::other(e)
+}

@@ -1,0 +1,409 @@
+//! One exchange once it is admitted and an upstream is chosen: the request goes up, the
+//! response comes down, through the body stages, whatever protocol each side speaks.
+//!
+//! ```text
+//! client  h1 ─┐                         ┌─ h1 upstream: head + body, then the response head
+//!             ├─ request head + body ───┤
+//! client  h2 ─┘   (stages, recording)   └─ h2 upstream: a stream on the shared connection
+//!        ◀─ response head + body (masking, recording) ◀─
+//! ```
+//!
+//! With an HTTP/2 client *and* an HTTP/2 upstream the two directions run at the same time, so a
+//! bidirectional gRPC stream flows both ways; otherwise the request is sent before the response
+//! is read, as HTTP/1.1 requires.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use h2::client::{ResponseFuture, SendRequest};
+
+use super::body::{transfer, Dir, Sink, Source, Transfer};
+use super::stages::{Session, Stages};
+use super::{record, Client, H2Exchange, RequestCtx};
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::error::{Error, ErrorKind};
+use crate::http::headers::{encode_request_head, encode_response_head, Forwarding};
+use crate::http::{parse_response, BodyFraming, RequestHead, ResponseHead};
+use crate::http2::convert;
+use crate::http2::stream::{h2_io, H2Recv, H2Send};
+use crate::identity::config::DEFAULT_ASSERTION_HEADER;
+use crate::masking::Verdict;
+use crate::route::Route;
+use crate::upstream::Upstream;
+
+/// Longest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// What one exchange needs to know, borrowed for its length.
+pub struct Exchange<'a> {
+    pub config: &'a Config,
+    pub route: &'a Route,
+    pub head: &'a RequestHead,
+    pub pool_name: &'a str,
+    /// The recording, shared by both directions.
+    pub session: Option<&'a Session>,
+    /// The client connection closes after this exchange (HTTP/1.1).
+    pub must_close: bool,
+    /// `https` when the upstream group speaks TLS, else `http` (HTTP/2's `:scheme`).
+    pub scheme: &'a str,
+}
+
+/// Where the response goes: the client connection, or the client stream's sending half.
+enum ClientOut<'a> {
+    H1(&'a mut Conn),
+    H2(&'a mut H2Send),
+}
+
+/// The request direction's result: body bytes sent, and what masking found.
+type Sent = (Result<u64, Error>, Option<Verdict>);
+
+impl Exchange<'_> {
+    /// Runs the exchange; returns the HTTP/1.1 upstream connection if it can serve another
+    /// request.
+    pub async fn run(
+        &self,
+        ctx: &mut RequestCtx,
+        client: &mut Client<'_>,
+        upstream: Upstream,
+    ) -> Result<Option<Conn>, Error> {
+        let t = &self.config.timeouts;
+        let max_trailer = self.config.limits.max_trailer_bytes;
+        match upstream {
+            Upstream::H1(mut conn) => {
+                let mut out = BytesMut::new();
+                self.with_forwarding(ctx, |fwd| {
+                    encode_request_head(self.head, self.to_upstream(), fwd, &mut out)
+                });
+                let mut dst = Sink::H1 {
+                    conn: &mut conn,
+                    framing: self.to_upstream(),
+                    head: Some(out.freeze()),
+                };
+                let sent = self
+                    .request_body(
+                        &mut client.body(self.head.framing, max_trailer),
+                        &mut dst,
+                        ctx,
+                    )
+                    .await;
+                self.note_sent(ctx, sent)?;
+                let res = read_response_head(&mut conn, self.head, t.upstream_first_byte).await?;
+                let reusable = !res.close;
+                let src = Source::h1(&mut conn, res.framing, max_trailer);
+                self.respond(ctx, client_out(client), res, src).await?;
+                Ok(reusable.then_some(conn))
+            }
+            Upstream::H2(sender) => {
+                let (response, mut up) = self.start_h2(ctx, sender)?;
+                match client {
+                    Client::H2(x) => self.duplex(ctx, x, response, &mut up).await?,
+                    Client::H1(conn) => {
+                        let mut src = Source::h1(conn, self.head.framing, max_trailer);
+                        let sent = self
+                            .request_body(&mut src, &mut Sink::H2(&mut up), ctx)
+                            .await;
+                        self.note_sent(ctx, sent)?;
+                        let (res, mut recv) = self.h2_response(response).await?;
+                        self.respond(ctx, ClientOut::H1(conn), res, Source::H2(&mut recv))
+                            .await?;
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Both directions at once (HTTP/2 on both sides). The response decides when the exchange
+    /// is over; a failing request direction ends it early.
+    async fn duplex(
+        &self,
+        ctx: &mut RequestCtx,
+        x: &mut H2Exchange,
+        response: ResponseFuture,
+        up: &mut H2Send,
+    ) -> Result<(), Error> {
+        let H2Exchange { body, send } = x;
+        let guard = ctx.model_from_body.then(|| ctx.model.clone());
+        let mut sent: Option<Sent> = None;
+        let result = {
+            let mut request = pin!(async {
+                let mut src = Source::H2(body);
+                self.request_stream(&mut src, &mut Sink::H2(up), guard)
+                    .await
+            });
+            let mut respond = pin!(async {
+                let (res, mut recv) = self.h2_response(response).await?;
+                self.respond(ctx, ClientOut::H2(send), res, Source::H2(&mut recv))
+                    .await
+            });
+            std::future::poll_fn(|cx| {
+                if sent.is_none() {
+                    if let Poll::Ready(done) = request.as_mut().poll(cx) {
+                        if done.0.is_err() {
+                            let (err, _) = done;
+                            return Poll::Ready(err.map(drop));
+                        }
+                        sent = Some(done);
+                    }
+                }
+                respond.as_mut().poll(cx)
+            })
+            .await
+        };
+        if let Some(sent) = sent {
+            self.note_sent(ctx, sent)?;
+        }
+        result
+    }
+
+    /// The framing of the request to the upstream: masked prompts change length, so they go
+    /// open-ended (chunked on HTTP/1.1).
+    fn to_upstream(&self) -> BodyFraming {
+        match self.head.framing {
+            BodyFraming::Empty => BodyFraming::Empty,
+            _ if Stages::rewrites(self.request_masking()) => BodyFraming::Chunked,
+            f => f,
+        }
+    }
+
+    fn request_masking(
+        &self,
+    ) -> Option<(
+        &std::sync::Arc<crate::masking::Masker>,
+        crate::masking::Mode,
+    )> {
+        self.config
+            .masker
+            .as_ref()
+            .zip(self.route.masking)
+            .filter(|_| self.route.mask_requests)
+    }
+
+    /// Calls `f` with what the gateway adds to and removes from the request: forwarding
+    /// fields, the identity assertion, and the client fields never passed on.
+    fn with_forwarding<R>(&self, ctx: &RequestCtx, f: impl FnOnce(&Forwarding<'_>) -> R) -> R {
+        let client_ip = ctx.client_ip.to_string();
+        let identity = self.config.identity.as_deref();
+        let assertion = identity
+            .and_then(|i| i.assertion.as_deref().zip(ctx.identity.as_ref()))
+            .and_then(|(signer, who)| who.assertion(signer, self.pool_name));
+        let mut drop = vec![DEFAULT_ASSERTION_HEADER];
+        if let Some(i) = identity {
+            drop.push(&i.assertion_header);
+            if !i.forward_client_authorization {
+                drop.push("authorization");
+            }
+        }
+        f(&Forwarding {
+            client_ip: &client_ip,
+            proto: if ctx.tls { "https" } else { "http" },
+            request_id: &ctx.request_id,
+            drop: &drop,
+            identity: identity
+                .zip(assertion.as_deref())
+                .map(|(i, a)| (i.assertion_header.as_str(), a)),
+        })
+    }
+
+    /// Opens the request's stream on the upstream's HTTP/2 connection with its head.
+    fn start_h2(
+        &self,
+        ctx: &RequestCtx,
+        mut sender: SendRequest<Bytes>,
+    ) -> Result<(ResponseFuture, H2Send), Error> {
+        let framing = self.to_upstream();
+        let request = self
+            .with_forwarding(ctx, |fwd| {
+                convert::upstream_request(self.head, framing, fwd, self.scheme, self.pool_name)
+            })
+            .map_err(|_| Error::downstream(ErrorKind::BadRequest("request cannot be forwarded")))?;
+        let end = framing == BodyFraming::Empty;
+        let (response, stream) = sender
+            .send_request(request, end)
+            .map_err(|e| Error::upstream(ErrorKind::UpstreamClosed(h2_io(e))))?;
+        Ok((
+            response,
+            if end {
+                H2Send::Done
+            } else {
+                H2Send::Body(stream)
+            },
+        ))
+    }
+
+    /// The request body, upstream, with the context updated afterwards.
+    async fn request_body(
+        &self,
+        src: &mut Source<'_>,
+        dst: &mut Sink<'_>,
+        ctx: &RequestCtx,
+    ) -> Sent {
+        let guard = ctx.model_from_body.then(|| ctx.model.clone());
+        self.request_stream(src, dst, guard).await
+    }
+
+    /// The request body through its stages (prompt masking, recording, the model guard).
+    async fn request_stream(
+        &self,
+        src: &mut Source<'_>,
+        dst: &mut Sink<'_>,
+        guard: Option<Option<String>>,
+    ) -> Sent {
+        let t = &self.config.timeouts;
+        let up = Transfer {
+            dir: Dir::Request,
+            read_idle: t.body_idle,
+            write_limit: t.upstream_idle,
+        };
+        let content_type = self.head.fields.get("content-type");
+        let mut stages = Stages::new(
+            Dir::Request,
+            self.request_masking(),
+            content_type,
+            self.session,
+        );
+        if let Some(decided) = guard {
+            stages.guard_model(decided);
+        }
+        let sent = transfer(src, dst, &mut stages, &up).await;
+        (sent, stages.verdict().cloned())
+    }
+
+    fn note_sent(&self, ctx: &mut RequestCtx, (sent, verdict): Sent) -> Result<(), Error> {
+        ctx.note_verdict(verdict.as_ref());
+        ctx.bytes_in += sent?;
+        ctx.request_done = true;
+        ctx.request_sent = Some(ctx.started.elapsed());
+        Ok(())
+    }
+
+    /// Waits for an HTTP/2 upstream's response head.
+    async fn h2_response(&self, response: ResponseFuture) -> Result<(ResponseHead, H2Recv), Error> {
+        let limit = self.config.timeouts.upstream_first_byte;
+        let response = match monoio::time::timeout(limit, response).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(Error::upstream(ErrorKind::UpstreamClosed(h2_io(e)))),
+            Err(_) => return Err(Error::upstream(ErrorKind::FirstByteTimeout)),
+        };
+        let (parts, body) = response.into_parts();
+        let res = convert::response_head(&parts, body.is_end_stream(), &self.head.method);
+        Ok((res, H2Recv::new(body)))
+    }
+
+    /// The response head and body, to the client: masked, recorded, chunk by chunk.
+    async fn respond(
+        &self,
+        ctx: &mut RequestCtx,
+        out: ClientOut<'_>,
+        res: ResponseHead,
+        mut src: Source<'_>,
+    ) -> Result<(), Error> {
+        ctx.ttfb = Some(ctx.started.elapsed());
+        ctx.status = res.status;
+        record::response_head(ctx, self.session, &res)?;
+
+        // HTTP/1.1 clients get open-ended bodies chunked (so the connection survives); HTTP/1.0
+        // clients cannot take chunked and get them delimited by close. A masked body's length
+        // is not known in advance, so it is open-ended too. HTTP/2 frames bodies itself.
+        let masking = self.config.masker.as_ref().zip(self.route.masking);
+        let to_client = match res.framing {
+            BodyFraming::Length(_) if Stages::rewrites(masking) => BodyFraming::UntilClose,
+            f => f,
+        };
+        let to_client = match to_client {
+            BodyFraming::Chunked | BodyFraming::UntilClose if self.head.http11 => {
+                BodyFraming::Chunked
+            }
+            BodyFraming::Chunked | BodyFraming::UntilClose => BodyFraming::UntilClose,
+            f => f,
+        };
+        let mut dst = match out {
+            ClientOut::H1(conn) => {
+                let close = self.must_close || to_client == BodyFraming::UntilClose;
+                let mut head = BytesMut::new();
+                encode_response_head(&res, to_client, close, &ctx.request_id, &mut head);
+                ctx.bytes_out += head.len() as u64;
+                Sink::H1 {
+                    conn,
+                    framing: to_client,
+                    head: Some(head.freeze()),
+                }
+            }
+            ClientOut::H2(send) => {
+                let response = convert::client_response(&res, to_client, &ctx.request_id)
+                    .map_err(|_| Error::upstream(ErrorKind::BadResponse("unrepresentable head")))?;
+                if let H2Send::Waiting(_) = send {
+                    let H2Send::Waiting(respond) = std::mem::replace(send, H2Send::Done) else {
+                        unreachable!("matched above")
+                    };
+                    *send = H2Send::Head(respond, response);
+                }
+                Sink::H2(send)
+            }
+        };
+
+        let down = Transfer {
+            dir: Dir::Response,
+            read_idle: self.config.timeouts.upstream_idle,
+            write_limit: self.config.timeouts.body_idle,
+        };
+        let content_type = res.fields.get("content-type");
+        let mut stages = Stages::new(Dir::Response, masking, content_type, self.session);
+        if ctx.record_upstream_body {
+            stages.record_upstream();
+        }
+        let received = transfer(&mut src, &mut dst, &mut stages, &down).await;
+        // Once the head went out, errors can only cut the response short.
+        ctx.response_started = dst.head_sent();
+        ctx.note_verdict(stages.verdict());
+        ctx.bytes_out += received?;
+        Ok(())
+    }
+}
+
+fn client_out<'a>(client: &'a mut Client<'_>) -> ClientOut<'a> {
+    match client {
+        Client::H1(conn) => ClientOut::H1(conn),
+        Client::H2(x) => ClientOut::H2(&mut x.send),
+    }
+}
+
+/// Reads the upstream's response head, skipping interim 1xx responses (the gateway already
+/// answered any `Expect` itself; `Upgrade` is never forwarded, so 101 is an error).
+async fn read_response_head(
+    upstream: &mut Conn,
+    req: &RequestHead,
+    first_byte: Duration,
+) -> Result<ResponseHead, Error> {
+    let deadline = Instant::now() + first_byte;
+    loop {
+        match parse_response(&mut upstream.buf, MAX_RESPONSE_HEAD, &req.method)
+            .map_err(Error::from_response_head)?
+        {
+            Some(res) if res.status == 101 => {
+                return Err(Error::upstream(ErrorKind::BadResponse("unexpected 101")))
+            }
+            Some(res) if (100..200).contains(&res.status) => continue,
+            Some(res) => return Ok(res),
+            None => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match upstream.fill(left).await {
+            Ok(0) => {
+                let eof = std::io::ErrorKind::UnexpectedEof.into();
+                return Err(Error::upstream(ErrorKind::UpstreamClosed(eof)));
+            }
+            Ok(_) => {}
+            Err(crate::conn::ReadError::TimedOut) => {
+                return Err(Error::upstream(ErrorKind::FirstByteTimeout))
+            }
+            Err(crate::conn::ReadError::Io(e)) => {
+                return Err(Error::upstream(ErrorKind::UpstreamClosed(e)))
+            }
+        }
+    }
+}

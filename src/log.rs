@@ -46,12 +46,14 @@ pub fn access(ctx: &RequestCtx) {
         rule = ctx.decision.as_ref().map_or("-", |d| &*d.rule),
         upstream = ctx.upstream.as_deref().unwrap_or("-"),
         status = ctx.status,
+        grpc_status = ctx.grpc_status.map(|c| c.name()),
         bytes_in = ctx.bytes_in,
         bytes_out = ctx.bytes_out,
         duration_us = ctx.started.elapsed().as_micros() as u64,
         ttfb_us = ctx.ttfb.map_or(0, |d| d.as_micros() as u64),
         outcome = ?ctx.outcome,
         masked = ctx.masking.as_ref().map_or(0, |v| v.detections.values().sum::<u64>()),
+        error = ctx.error.as_deref(),
         "access"
     );
 }

@@ -147,8 +147,11 @@ impl H2Send {
             }
             *self = H2Send::Body(stream);
         }
-        let H2Send::Body(stream) = self else {
-            return Err(ReadError::Io(io::ErrorKind::NotConnected.into()));
+        let stream = match self {
+            H2Send::Body(stream) => stream,
+            // A stream that ended with its head (no body) has nothing more to send.
+            H2Send::Done if data.is_empty() => return Ok(()),
+            _ => return Err(ReadError::Io(io::ErrorKind::NotConnected.into())),
         };
         while !data.is_empty() {
             stream.reserve_capacity(data.len());

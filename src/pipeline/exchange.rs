@@ -26,6 +26,7 @@ use super::{record, Client, H2Exchange, RequestCtx};
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
+use crate::grpc::status::Code;
 use crate::http::headers::{encode_request_head, encode_response_head, Forwarding};
 use crate::http::{parse_response, BodyFraming, RequestHead, ResponseHead};
 use crate::http2::convert;
@@ -304,6 +305,8 @@ impl Exchange<'_> {
     ) -> Result<(), Error> {
         ctx.ttfb = Some(ctx.started.elapsed());
         ctx.status = res.status;
+        // A Trailers-Only answer carries its status in the head.
+        ctx.grpc_status = res.fields.get("grpc-status").and_then(Code::parse);
         record::response_head(ctx, self.session, &res)?;
 
         // HTTP/1.1 clients get open-ended bodies chunked (so the connection survives); HTTP/1.0
@@ -359,6 +362,7 @@ impl Exchange<'_> {
         let received = transfer(&mut src, &mut dst, &mut stages, &down).await;
         // Once the head went out, errors can only cut the response short.
         ctx.response_started = dst.head_sent();
+        ctx.grpc_status = stages.grpc_status.or(ctx.grpc_status);
         ctx.note_verdict(stages.verdict());
         ctx.bytes_out += received?;
         Ok(())

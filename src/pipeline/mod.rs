@@ -78,6 +78,8 @@ pub struct RequestCtx {
     pub tls: bool,
     /// The request is a gRPC call: refusals are gRPC statuses.
     pub grpc: bool,
+    /// How a gRPC call ended (`grpc-status`), the model server's or the gateway's.
+    pub grpc_status: Option<crate::grpc::status::Code>,
     /// The identity of the connection's client certificate (mTLS), when a rule maps it.
     pub peer_identity: Option<Rc<Verified>>,
     /// `100 Continue` already went to the client (the model was read from the body).
@@ -150,6 +152,7 @@ impl RequestCtx {
             decision: None,
             tls: false,
             grpc: false,
+            grpc_status: None,
             peer_identity: None,
             continue_sent: false,
             model_from_body: false,

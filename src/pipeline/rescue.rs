@@ -82,6 +82,7 @@ async fn rescue_h2(ctx: &mut RequestCtx, send: &mut H2Send, err: &Error) {
         H2Send::Waiting(r) | H2Send::Head(r, _) => r,
         H2Send::Body(mut stream) if ctx.grpc => {
             let (code, message) = (code_for(&err.kind), err.to_string());
+            ctx.grpc_status = Some(code);
             let mut trailers = http::HeaderMap::new();
             for (name, value) in trailers_only_response(code, &message).into_iter().skip(2) {
                 if let Ok(v) = http::HeaderValue::from_str(&value) {
@@ -105,6 +106,7 @@ async fn rescue_h2(ctx: &mut RequestCtx, send: &mut H2Send, err: &Error) {
     }
     let (status, fields, body) = if ctx.grpc {
         let code = code_for(&err.kind);
+        ctx.grpc_status = Some(code);
         let mut fields = trailers_only_response(code, &err.to_string());
         fields.remove(0); // :status goes in the response's status
         (200, fields, None)

@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use super::body::{BodyStage, Stop};
 use super::Dir;
 use crate::error::{Error, ErrorKind};
+use crate::grpc::status::Code;
 use crate::http::head::Fields;
 use crate::masking::{filter_for, is_event_stream, BodyFilter, MaskError, Masker, Mode, Verdict};
 use crate::policy::model::{ModelScan, Scan};
@@ -116,6 +117,8 @@ pub struct Stages<'a> {
     model_guard: Option<(ModelScan, Option<String>)>,
     /// Also record the body as it arrived, before masking (`route.record_raw`).
     tee_upstream: bool,
+    /// The `grpc-status` of the trailers that ended the body.
+    pub grpc_status: Option<Code>,
 }
 
 impl<'a> Stages<'a> {
@@ -135,6 +138,7 @@ impl<'a> Stages<'a> {
             out: BytesMut::new(),
             model_guard: None,
             tee_upstream: false,
+            grpc_status: None,
         }
     }
 
@@ -249,6 +253,9 @@ impl BodyStage for Stages<'_> {
 
     fn end(&mut self, trailers: Option<&Fields>) -> Result<Bytes, Stop> {
         self.check_model(&[], true)?;
+        self.grpc_status = trailers
+            .and_then(|t| t.get("grpc-status"))
+            .and_then(Code::parse);
         let out = match self.mask.as_mut() {
             None => Bytes::new(),
             Some(filter) => {

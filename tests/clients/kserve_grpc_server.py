@@ -7,6 +7,7 @@ Binds 127.0.0.1:0 (plain h2c), prints `PORT <n>` and serves until SIGTERM/SIGINT
   stream ModelStreamInfer answers each request with 3 responses, OUTPUT0 suffixed "#1".."#3"
          (echo streams too).
   fail   ModelInfer aborts INVALID_ARGUMENT; ModelStreamInfer answers with error_message.
+  slow   ModelInfer sleeps 10 s (past any test deadline), then fails.
 Stdout lines `INFER <model>`, `STREAM <model>`, `LOAD <model>`, `UNLOAD <model>` tell a test
 which calls reached this server.
 """
@@ -15,6 +16,7 @@ import json
 import signal
 import struct
 import sys
+import time
 from concurrent import futures
 
 import grpc
@@ -99,6 +101,10 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         say(f"INFER {request.model_name}")
         if request.model_name == "fail":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model fail always fails")
+        if request.model_name == "slow":
+            # Answers only after the caller's deadline: the gateway must end the call itself.
+            time.sleep(10)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "too late")
         if request.model_name != "echo":
             context.abort(grpc.StatusCode.NOT_FOUND, f"unknown model {request.model_name}")
         try:

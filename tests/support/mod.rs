@@ -11,6 +11,8 @@
 pub mod authn;
 pub mod client;
 pub mod gateway;
+pub mod grpc;
+pub mod h2raw;
 pub mod http;
 pub mod idp;
 pub mod pki;
@@ -20,6 +22,7 @@ pub mod upstream;
 
 pub use client::{assert_error, assert_generated_id, get, one_shot, post, Client};
 pub use gateway::{basic_config, compose_config, temp_dir, Driver, Gateway, BIN};
+pub use grpc::{triton, KserveServer};
 pub use http::{chunk, chunked_body, contains, response, Framing, Head, Message, GUARD};
 pub use idp::{gen_ec, gen_rsa, jwt_parts, Idp, IdpClient, IdpConfig, Pki};
 pub use script::{

@@ -1,0 +1,180 @@
+//! gRPC through the gateway with real parts on both ends: `tritonclient[grpc]` calling a KServe
+//! v2 server written with `grpcio` on tritonclient's own service stubs. Unary and bidirectional
+//! streaming calls pass with their trailers; the gateway's own refusals are gRPC statuses
+//! (UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE, DEADLINE_EXCEEDED); the policy reads the
+//! model from the first `ModelInferRequest`.
+
+mod support;
+
+use serde_json::Value;
+use support::authn::{bearer, fixture, RESOURCE};
+use support::*;
+
+/// A gateway with one gRPC route to `upstream` (h2c) and `extra` config on top.
+fn grpc_config(upstream: &str, auth: &str, extra: &str) -> String {
+    format!(
+        r#"{extra}
+
+[[upstream]]
+name = "triton"
+endpoints = ["{upstream}"]
+protocol = "h2c"
+
+[[route]]
+id = "grpc"
+path_prefix = "/inference.GRPCInferenceService/"
+upstream = "triton"
+api = "kserve"
+auth = "{auth}"
+"#
+    )
+}
+
+fn status(v: &Value) -> &str {
+    v["status"].as_str().unwrap_or("-")
+}
+
+#[test]
+fn grpc_calls_pass_through_with_their_trailers_and_statuses() {
+    let server = KserveServer::start();
+    let gw = Gateway::start(&grpc_config(&server.addr.to_string(), "none", ""));
+
+    // Unary: the answer and its trailers (grpc-status 0) arrive; the client would report a
+    // missing status otherwise.
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "echo", "--text", "héllo"],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["output"], "héllo");
+    let md = &v["metadata"];
+    assert_eq!(md["x-forwarded-for"], "127.0.0.1", "{md}");
+    assert!(md["x-request-id"].is_string(), "{md}");
+
+    // Bidirectional streaming: the client keeps its side open until all three answers came,
+    // so this only completes if both directions flow at once.
+    let v = triton(
+        gw.addr,
+        &["--mode", "stream", "--model", "stream", "--text", "abc"],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["outputs"], serde_json::json!(["abc#1", "abc#2", "abc#3"]));
+
+    // The model server's own errors pass through unchanged.
+    let v = triton(gw.addr, &["--mode", "unary", "--model", "fail"]);
+    assert_eq!(status(&v), "StatusCode.INVALID_ARGUMENT", "{v}");
+    assert_eq!(v["message"], "model fail always fails");
+    let v = triton(gw.addr, &["--mode", "unary", "--model", "nope"]);
+    assert_eq!(status(&v), "StatusCode.NOT_FOUND", "{v}");
+
+    // The caller's deadline (grpc-timeout) ends the call at the gateway.
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "slow", "--timeout", "1"],
+    );
+    assert_eq!(status(&v), "StatusCode.DEADLINE_EXCEEDED", "{v}");
+    let log =
+        gw.wait_log(|l| l["message"] == "access" && l["error"] == "the call's deadline passed");
+    assert_eq!(log["path"], "/inference.GRPCInferenceService/ModelInfer");
+}
+
+#[test]
+fn an_unreachable_model_server_is_unavailable_to_grpc_callers() {
+    let gw = Gateway::start(&grpc_config(&closed_port().to_string(), "none", ""));
+    let v = triton(gw.addr, &["--mode", "unary", "--model", "echo"]);
+    assert_eq!(status(&v), "StatusCode.UNAVAILABLE", "{v}");
+    assert_eq!(v["message"], "upstream unavailable");
+}
+
+#[test]
+fn grpc_callers_are_authenticated_and_held_to_policy_by_model() {
+    let f = fixture();
+    let server = KserveServer::start();
+    let identity = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[identity.issuer]]
+issuer = "{issuer}"
+audiences = ["{RESOURCE}"]
+algorithms = ["RS256", "ES256"]
+ca_file = "{ca}"
+
+[identity.upstream_assertion]
+key_file = "{key}"
+
+[[policy.rule]]
+id = "users-echo"
+effect = "allow"
+groups = ["ml-users"]
+classes = ["inference", "metadata"]
+models = ["echo", "stream"]
+"#,
+        issuer = f.idp.issuer(),
+        ca = f.idp.ca_pem().display(),
+        key = f.keys[3].display(),
+    );
+    let gw = Gateway::start(&grpc_config(
+        &server.addr.to_string(),
+        "required",
+        &identity,
+    ));
+    let token = f.idp.token("svc-a", "secret-a");
+    let bearer_token = bearer(&token);
+    let auth = bearer_token.trim_start_matches("Bearer ");
+
+    // No token, or a broken one: UNAUTHENTICATED, and nothing reaches the model server.
+    let v = triton(gw.addr, &["--mode", "unary", "--model", "echo"]);
+    assert_eq!(status(&v), "StatusCode.UNAUTHENTICATED", "{v}");
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "echo", "--token", "not.a.jwt"],
+    );
+    assert_eq!(status(&v), "StatusCode.UNAUTHENTICATED", "{v}");
+    assert!(server.lines().is_empty(), "{:?}", server.lines());
+
+    // Allowed model: the model server sees the gateway's identity assertion, not the token.
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "echo", "--token", auth],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    let md = &v["metadata"];
+    assert!(md["x-modelgate-identity"].is_string(), "{md}");
+    assert!(md.get("authorization").is_none(), "{md}");
+    let log = gw.wait_log(|l| l["message"] == "access" && l["grpc_status"] == "OK");
+    assert_eq!(
+        (&log["model"], &log["decision"], &log["rule"]),
+        (&"echo".into(), &"allow".into(), &"users-echo".into())
+    );
+
+    // The model named inside the protobuf message decides: "fail" is not allowed.
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "fail", "--token", auth],
+    );
+    assert_eq!(status(&v), "StatusCode.PERMISSION_DENIED", "{v}");
+    // Management is not inference: loading a model is denied by default.
+    let v = triton(
+        gw.addr,
+        &["--mode", "load", "--model", "echo", "--token", auth],
+    );
+    assert_eq!(status(&v), "StatusCode.PERMISSION_DENIED", "{v}");
+    // A streaming call on an allowed model works.
+    let v = triton(
+        gw.addr,
+        &["--mode", "stream", "--model", "stream", "--token", auth],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+
+    let lines = server.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l == "INFER fail" || l.starts_with("LOAD")),
+        "{lines:?}"
+    );
+    let denied = gw.wait_log(|l| l["message"] == "access" && l["model"] == "fail");
+    assert_eq!(denied["decision"], "deny");
+}

@@ -1,0 +1,104 @@
+//! HTTP/2 frames written by hand, for the flood tests: what a hostile client sends is exactly
+//! what no well-behaved library would let a test send.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const HEADERS: u8 = 1;
+pub const RST_STREAM: u8 = 3;
+pub const SETTINGS: u8 = 4;
+pub const GOAWAY: u8 = 7;
+pub const CONTINUATION: u8 = 9;
+pub const END_STREAM: u8 = 0x1;
+pub const END_HEADERS: u8 = 0x4;
+pub const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// One frame: 9-byte header and payload.
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK block for `GET http://localhost/path` from the static table (`:method GET`,
+/// `:scheme http`) and literals without indexing.
+pub fn get_block(path: &str) -> Vec<u8> {
+    let mut b = vec![0x82, 0x86];
+    literal(&mut b, 4, path); // :path
+    literal(&mut b, 1, "localhost"); // :authority
+    b
+}
+
+/// A literal header field without indexing, name from static table index `name` (< 15).
+pub fn literal(out: &mut Vec<u8>, name: u8, value: &str) {
+    assert!(name < 15 && value.len() < 127);
+    out.push(name);
+    out.push(value.len() as u8);
+    out.extend_from_slice(value.as_bytes());
+}
+
+/// Connects, sends the preface and an empty SETTINGS frame.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    s.write_all(PREFACE).unwrap();
+    s.write_all(&frame(SETTINGS, 0, 0, &[])).unwrap();
+    s
+}
+
+/// How a connection ended, read until EOF or `limit` (whatever the server sent).
+#[derive(Debug, Default)]
+pub struct Ending {
+    /// The GOAWAY error code, if one arrived.
+    pub goaway: Option<u32>,
+    /// The server closed the connection (EOF or reset).
+    pub closed: bool,
+}
+
+/// Reads frames until the server closes or `limit` passes; notes any GOAWAY.
+pub fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Ending {
+    let deadline = std::time::Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut ending = Ending::default();
+    let mut chunk = [0u8; 16384];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) if ending.goaway.is_some() => {
+                ending.closed = true;
+                break;
+            }
+            Ok(0) => {
+                ending.closed = true;
+                break;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => {
+                ending.closed = true;
+                break;
+            }
+        }
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            if buf[3] == GOAWAY && len >= 8 {
+                let code = u32::from_be_bytes([buf[13], buf[14], buf[15], buf[16]]);
+                ending.goaway = Some(code);
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    ending
+}

@@ -235,7 +235,7 @@ fn a_rapid_reset_flood_is_cut_off() {
         ));
         frames.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
     }
-    let ending = flood_until_cut_off(&mut s, &frames);
+    flood_until_cut_off(&mut s, &frames);
     let reached = up.requests().len();
     still_serving(&gw);
     eprintln!("rapid reset: {reached} of {STREAMS} reset streams reached the model server");

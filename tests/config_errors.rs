@@ -271,3 +271,18 @@ fn shipped_example_configs_pass_check_config() {
         }
     }
 }
+
+#[test]
+fn http2_upstream_protocols_must_match_the_tls_setting() {
+    let h2_plain = GOOD.replace(
+        "fail_backoff = \"250ms\"",
+        "fail_backoff = \"250ms\"\nprotocol = \"h2\"",
+    );
+    let line = line_of(&h2_plain, "protocol = ");
+    assert_rejected(&h2_plain, Some(line), &["h2", "[upstream.tls]"]);
+    let unknown = GOOD.replace(
+        "fail_backoff = \"250ms\"",
+        "fail_backoff = \"250ms\"\nprotocol = \"http3\"",
+    );
+    assert_rejected(&unknown, None, &["protocol"]);
+}

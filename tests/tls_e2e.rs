@@ -367,6 +367,34 @@ fn model_servers_are_reached_over_verified_tls_and_connections_are_reused() {
 }
 
 #[test]
+fn http2_over_tls_on_both_sides() {
+    let e = env();
+    // Gateway B terminates TLS and offers h2 by ALPN; curl takes it.
+    let b = Gateway::start(&config(&e, "", ""));
+    let version = ["-w", " %{http_version}"];
+    assert_eq!(curl(&b, &e, "/open/x", &version), (0, "https 2".into()));
+    let h1 = ["-w", " %{http_version}", "--http1.1"];
+    assert_eq!(curl(&b, &e, "/open/x", &h1), (0, "https 1.1".into()));
+    let log = b.wait_log(|l| l["message"] == "access" && l["protocol"] == "HTTP/2");
+    assert_eq!(log["status"], 200);
+
+    // Gateway A reaches B as an HTTP/2 upstream over verified TLS (ALPN h2).
+    let a_config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[upstream]]\nname = \"models\"\nendpoints = [\"{}\"]\nprotocol = \"h2\"\n[upstream.tls]\nca_file = \"{}\"\nserver_name = \"default.test\"\n[[route]]\nid = \"all\"\nupstream = \"models\"\nclass = \"inference\"\nauth = \"none\"\n",
+        b.addr,
+        p(&e.ca.cert)
+    );
+    let a = Gateway::start(&a_config);
+    let mut client = a.connect();
+    for path in ["/open/a", "/open/b"] {
+        let res = client.request(format!("GET {path} HTTP/1.1\r\nhost: m\r\n\r\n"));
+        assert_eq!((res.status(), res.body_str().as_str()), (200, "https"));
+    }
+    let seen = b.wait_log_count(3, |l| l["message"] == "access" && l["protocol"] == "HTTP/2");
+    assert!(seen.iter().any(|l| l["path"] == "/open/b"), "{seen:?}");
+}
+
+#[test]
 fn model_servers_that_require_client_certificates_get_the_configured_one() {
     let e = env();
     let leaf = e.ca.server("models", &["models.test"]);

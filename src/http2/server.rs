@@ -147,6 +147,7 @@ async fn stream(
             let err = Error::from_request_head(e);
             let mut ctx = RequestCtx::rejected(worker.next_request_id(), info.peer.ip());
             ctx.connection_id = info.connection_id;
+            ctx.http2 = true;
             tracing::info!(request_id = %ctx.request_id, client = %info.peer, error = %err, "request rejected");
             pipeline::rescue(&mut ctx, &mut client, err, config, true).await;
             ctx.outcome = Outcome::Rejected;
@@ -162,6 +163,7 @@ async fn stream(
     ctx.connection_id = info.connection_id;
     ctx.worker_id = worker.id as u32;
     ctx.tls = info.tls;
+    ctx.http2 = true;
     ctx.peer_identity = info.cert_identity.clone();
     pipeline::handle(&mut ctx, &mut client, &head, &generation, false).await;
     if config.log.access_log {

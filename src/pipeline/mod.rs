@@ -76,6 +76,8 @@ pub struct RequestCtx {
     pub decision: Option<Decision>,
     /// The client connection is TLS.
     pub tls: bool,
+    /// The request arrived on an HTTP/2 stream.
+    pub http2: bool,
     /// The request is a gRPC call: refusals are gRPC statuses.
     pub grpc: bool,
     /// How a gRPC call ended (`grpc-status`), the model server's or the gateway's.
@@ -151,6 +153,7 @@ impl RequestCtx {
             model: None,
             decision: None,
             tls: false,
+            http2: false,
             grpc: false,
             grpc_status: None,
             peer_identity: None,

@@ -41,7 +41,11 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start_bg() { local name=$1; shift; "$@" >"$T/$name.log" 2>&1 & LAST_PID=$!; PIDS+=("$LAST_PID"); }
 wait_port() { local i; for i in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime of one process
+cpu_ticks() {    # utime + stime of a process and its children (nginx's workers)
+    local p t=0
+    for p in $1 $(pgrep -P "$1"); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done
+    echo "$t"
+}
 median() { printf '%s\n' "$@" | grep -v n/a | sort -g | awk '{a[NR]=$1} END {if (NR==0) print "n/a"; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f\n", a / b }'; }
 
@@ -94,6 +98,9 @@ access_log = false
 name = "origin"
 endpoints = ["127.0.0.1:$3"]
 protocol = "$4"
+# 32 connections × 10 streams are up to 320 requests in flight: keep that many upstream
+# connections (nginx gets keepalive 512; haproxy reuses idle connections on its own).
+max_idle_per_endpoint = 512
 [[route]]
 id = "all"
 path_prefix = "/"
@@ -134,7 +141,7 @@ load_h2c() {
     nginx_conf "$T/origin" "    server { listen 127.0.0.1:$op; location / { default_type text/plain; return 200 \"$body\"; } }"
     sed -i 's/worker_processes 1;/worker_processes 2;/' "$T/origin/nginx.conf"
     start_bg origin nginx -p "$T/origin/" -c "$T/origin/nginx.conf" -e "$T/origin/error.log"; opid=$LAST_PID
-    nginx_conf "$T/nginx" "    upstream o { server 127.0.0.1:$op; keepalive 64; }
+    nginx_conf "$T/nginx" "    upstream o { server 127.0.0.1:$op; keepalive 512; }
     server { listen 127.0.0.1:$np http2; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; } }"
     start_bg nginx nginx -p "$T/nginx/" -c "$T/nginx/nginx.conf" -e "$T/nginx/error.log"; local npid=$LAST_PID
     haproxy_conf "$T/haproxy.cfg" "$hp" "$op" h1

@@ -279,6 +279,8 @@ pub struct TlsIo {
     pub tcp: monoio::net::TcpStream,
     pub session: rustls::Connection,
     pending: Vec<u8>,
+    /// Where decrypted bytes are read before they are appended to the caller's buffer.
+    scratch: Box<[u8]>,
 }
 
 impl TlsIo {
@@ -309,6 +311,7 @@ impl TlsIo {
             tcp,
             session,
             pending: Vec::new(),
+            scratch: vec![0; 16 * 1024].into_boxed_slice(),
         };
         while io.session.is_handshaking() {
             io.flush().await?;
@@ -362,11 +365,12 @@ impl TlsIo {
     pub async fn read_into(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
         use std::io::Read;
         loop {
-            let mut chunk = [0u8; 16 * 1024];
-            match self.session.reader().read(&mut chunk) {
+            // Through a scratch buffer on the heap: a stack array here would live across the
+            // awaits below and make every future that reads a connection 16 KiB larger.
+            match self.session.reader().read(&mut self.scratch) {
                 Ok(0) => return Ok(0),
                 Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
+                    buf.extend_from_slice(&self.scratch[..n]);
                     return Ok(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}

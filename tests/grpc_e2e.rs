@@ -168,6 +168,22 @@ models = ["echo", "stream"]
     );
     assert_eq!(v["ok"], true, "{v}");
 
+    // A bidirectional stream admitted for one model cannot switch to another mid-stream: the
+    // message naming it never reaches the model server, and the call ends INVALID_ARGUMENT.
+    let v = triton(
+        gw.addr,
+        &[
+            "--mode",
+            "stream",
+            "--model",
+            "stream,fail",
+            "--token",
+            auth,
+        ],
+    );
+    assert_eq!(status(&v), "StatusCode.INVALID_ARGUMENT", "{v}");
+    assert!(server.wait_line("STREAM stream"));
+
     let lines = server.lines();
     assert!(
         !lines

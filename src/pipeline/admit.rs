@@ -87,6 +87,7 @@ pub async fn admit(
     let idle = config.timeouts.body_idle;
     if ctx.model.is_none() && policy.wants_model && ctx.grpc && carries_model(head) {
         ctx.model = peek_grpc_model(client, limit, idle).await?;
+        ctx.model_from_body = ctx.model.is_some();
     } else if ctx.model.is_none() && policy.wants_model && is_json_body(head) {
         if let Client::H1(conn) = client {
             if head.expect_continue {

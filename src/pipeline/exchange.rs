@@ -51,6 +51,8 @@ pub struct Exchange<'a> {
     pub must_close: bool,
     /// `https` when the upstream group speaks TLS, else `http` (HTTP/2's `:scheme`).
     pub scheme: &'a str,
+    /// The request is a gRPC call (its model guard reads gRPC messages).
+    pub grpc: bool,
 }
 
 /// Where the response goes: the client connection, or the client stream's sending half.
@@ -268,7 +270,7 @@ impl Exchange<'_> {
             self.session,
         );
         if let Some(decided) = guard {
-            stages.guard_model(decided);
+            stages.guard_model(decided, self.grpc);
         }
         let sent = transfer(src, dst, &mut stages, &up).await;
         (sent, stages.verdict().cloned())

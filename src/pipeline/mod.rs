@@ -317,6 +317,7 @@ async fn proxy(
         session: session.as_ref(),
         must_close,
         scheme: if pool.is_tls() { "https" } else { "http" },
+        grpc: ctx.grpc,
     };
     let result = exchange.run(ctx, client, upstream).await;
     ctx.session = session;

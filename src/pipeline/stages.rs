@@ -18,6 +18,7 @@ use crate::error::{Error, ErrorKind};
 use crate::grpc::status::Code;
 use crate::http::head::Fields;
 use crate::masking::{filter_for, is_event_stream, BodyFilter, MaskError, Masker, Mode, Verdict};
+use crate::policy::grpc_model::{GrpcModelScan, Named};
 use crate::policy::model::{ModelScan, Scan};
 use crate::recorder::{
     offset_us, OnDiskError, RecorderConfig, SegmentWriter, SessionId, Trailers, WriterSettings,
@@ -104,6 +105,16 @@ impl Session {
     }
 }
 
+/// Longest gRPC `model_name` the guard keeps; a longer one is not a model it admitted.
+const MAX_MODEL_NAME: usize = 1024;
+
+/// The request body's model guard, by format: the decided model, and for gRPC whether every
+/// message so far named it.
+enum ModelGuard {
+    Json(ModelScan, Option<String>),
+    Grpc(GrpcModelScan, Option<String>, bool),
+}
+
 /// Masking and recording for one direction of one exchange.
 pub struct Stages<'a> {
     dir: Dir,
@@ -112,9 +123,9 @@ pub struct Stages<'a> {
     sse: bool,
     session: Option<&'a Session>,
     out: BytesMut,
-    /// Request bodies whose model the policy read from their first bytes: the model decided on,
-    /// and a scan of the whole body that refuses a second `model` member.
-    model_guard: Option<(ModelScan, Option<String>)>,
+    /// Request bodies whose model the policy read from their first bytes: a scan of the whole
+    /// body that refuses any other model.
+    model_guard: Option<ModelGuard>,
     /// Also record the body as it arrived, before masking (`route.record_raw`).
     tee_upstream: bool,
     /// The `grpc-status` of the trailers that ended the body.
@@ -148,23 +159,37 @@ impl<'a> Stages<'a> {
     }
 
     /// Checks the whole body against the model the policy decided on: JSON parsers disagree on
-    /// which of two `model` members wins, so a body with two is refused rather than forwarded.
-    pub fn guard_model(&mut self, decided: Option<String>) {
-        self.model_guard = Some((ModelScan::new(), decided));
+    /// which of two `model` members wins, so a body with two is refused rather than forwarded;
+    /// a gRPC call's every later message (a bidirectional stream carries many) must name the
+    /// same model as the first.
+    pub fn guard_model(&mut self, decided: Option<String>, grpc: bool) {
+        self.model_guard = Some(match grpc {
+            false => ModelGuard::Json(ModelScan::new(), decided),
+            true => ModelGuard::Grpc(GrpcModelScan::new(u32::MAX, MAX_MODEL_NAME), decided, true),
+        });
     }
 
     fn check_model(&mut self, data: &[u8], end: bool) -> Result<(), Stop> {
-        let Some((scan, decided)) = self.model_guard.as_mut() else {
-            return Ok(());
-        };
-        let verdict = match end {
-            false => scan.feed(data),
-            true => scan.finish(),
-        };
-        let ok = match verdict {
-            Scan::Invalid(_) => false,
-            Scan::Found(m) => decided.as_deref() == Some(m.as_str()),
-            Scan::NeedMore | Scan::Absent => !end || decided.is_none(),
+        let ok = match self.model_guard.as_mut() {
+            None => true,
+            Some(ModelGuard::Json(scan, decided)) => {
+                let verdict = match end {
+                    false => scan.feed(data),
+                    true => scan.finish(),
+                };
+                match verdict {
+                    Scan::Invalid(_) => false,
+                    Scan::Found(m) => decided.as_deref() == Some(m.as_str()),
+                    Scan::NeedMore | Scan::Absent => !end || decided.is_none(),
+                }
+            }
+            Some(ModelGuard::Grpc(scan, decided, ok)) => {
+                let fed = scan.feed(data, |named| {
+                    *ok &=
+                        matches!(&named, Named::Model(m) if decided.as_deref() == Some(m.as_str()))
+                });
+                *ok && fed.is_ok() && (!end || scan.finish().is_ok())
+            }
         };
         match ok {
             true => Ok(()),

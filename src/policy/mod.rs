@@ -10,6 +10,7 @@
 //! model B" cannot be dodged by hiding the model.
 
 pub mod classes;
+pub mod grpc_model;
 pub mod model;
 
 use std::sync::Arc;

@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 import threading
+import time
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -48,6 +49,9 @@ def unary(client, args, headers):
 
 
 def stream(client, args, headers):
+    # `--model a,b`: one request per model, in order, on the same stream (each after the
+    # previous one's answers), so a test can switch models mid-stream.
+    models = args.model.split(",")
     outputs, errors, done, stopping = [], [], threading.Event(), threading.Event()
 
     def callback(result, error):
@@ -59,15 +63,22 @@ def stream(client, args, headers):
             done.set()
             return
         outputs.append(first_str(result, "OUTPUT0"))
-        if len(outputs) >= STREAM_RESPONSES:
+        if len(outputs) >= STREAM_RESPONSES * len(models):
             done.set()
 
     # A stream-level failure (e.g. UNAUTHENTICATED from a gateway) is not raised here: it
     # reaches the callback as an InferenceServerException with a status.
     client.start_stream(callback=callback, headers=headers)
     try:
-        client.async_stream_infer(args.model, [make_input(args.text)], request_id="req-1")
-        finished = done.wait(args.timeout)
+        finished = True
+        for i, model in enumerate(models):
+            client.async_stream_infer(model, [make_input(args.text)], request_id=f"req-{i + 1}")
+            deadline = time.monotonic() + args.timeout
+            while len(outputs) < STREAM_RESPONSES * (i + 1) and not errors and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if errors or len(outputs) < STREAM_RESPONSES * (i + 1):
+                break
+        finished = done.wait(args.timeout if not errors else 0)
     except InferenceServerException as e:
         # The stream already died; tritonclient marks it inactive just before it calls back
         # with the real error (and its gRPC status), so give the callback a moment to land.

@@ -32,7 +32,7 @@ MG_VARIANTS=${MG_VARIANTS:-modelgate modelgate_rec modelgate_mask modelgate_auth
 SSE_BENCH=${SSE_BENCH:-$ROOT/target/release/examples/sse-bench}
 AUTH_BENCH=${AUTH_BENCH:-$ROOT/target/release/examples/auth-bench}
 # A/B: MODELGATE_BASE=/path/to/older/modelgate adds the variant `modelgate_base`, that binary with
-# the plain config (no auth line, so builds from before `auth` existed run it too).
+# the plain config (BASE_AUTH= for builds from before `auth` existed: no auth line).
 MODELGATE_BASE=${MODELGATE_BASE:-}
 [ -n "$MODELGATE_BASE" ] && MG_VARIANTS="modelgate_base $MG_VARIANTS"
 CLK_TCK=$(getconf CLK_TCK)
@@ -378,7 +378,7 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
         eval "port=\$PORT_$v"
         local auth=none bin=$MODELGATE
         [ "$v" = modelgate_auth ] && auth=required
-        [ "$v" = modelgate_base ] && { auth=; bin=$MODELGATE_BASE; }
+        [ "$v" = modelgate_base ] && { auth=${BASE_AUTH-none}; bin=$MODELGATE_BASE; }
         write_modelgate_conf "$T/$name.toml" "$port" "$oport" "$auth"
         variant_toml "$v" "$T/$name" >>"$T/$name.toml"
         if [ "$load" = tls-1k ]; then

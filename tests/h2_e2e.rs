@@ -9,7 +9,9 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::h2raw::{self, frame, CONTINUATION, END_HEADERS, END_STREAM, HEADERS, RST_STREAM};
+use support::h2raw::{
+    self, frame, CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, RST_STREAM,
+};
 use support::*;
 
 const MIB: u64 = 1024 * 1024;
@@ -218,6 +220,13 @@ fn still_serving(gw: &Gateway) {
     assert_eq!((code, out.as_str()), (0, "ok"));
 }
 
+/// The same, for an upstream that answers with what it got.
+fn still_serving_path(gw: &Gateway, path: &str) {
+    let (code, out) = curl_h2c(gw, path, &[]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with(&format!("GET {path} ")), "{out}");
+}
+
 #[test]
 fn a_rapid_reset_flood_is_cut_off() {
     let up = Upstream::ok("ok");
@@ -277,4 +286,37 @@ fn a_continuation_flood_is_cut_off() {
         after < before + 16 * 1024,
         "memory grew from {before} to {after} KiB"
     );
+}
+
+#[test]
+fn h2_requests_with_transfer_encoding_or_a_wrong_content_length_never_reach_the_model_server() {
+    const PROTOCOL_ERROR: u32 = 1;
+    let up = describing_upstream();
+    let gw = Gateway::start(&basic_config(&up.url(), ""));
+    let mut s = h2raw::connect(gw.addr);
+    // Transfer-Encoding is connection-specific: malformed in HTTP/2 (RFC 9113 §8.2.2).
+    let te = h2raw::post_block("/v1/x", &[("transfer-encoding", "chunked")]);
+    s.write_all(&frame(HEADERS, END_HEADERS, 1, &te)).unwrap();
+    s.write_all(&frame(DATA, END_STREAM, 1, b"5\r\nhello\r\n0\r\n\r\n"))
+        .unwrap();
+    assert_eq!(h2raw::wait_reset(&mut s, 1, GUARD), Some(PROTOCOL_ERROR));
+    // DATA frames that end short of the declared Content-Length.
+    let short = h2raw::post_block("/v1/x", &[("content-length", "10")]);
+    s.write_all(&frame(HEADERS, END_HEADERS, 3, &short))
+        .unwrap();
+    s.write_all(&frame(DATA, END_STREAM, 3, b"hello")).unwrap();
+    assert_eq!(h2raw::wait_reset(&mut s, 3, GUARD), Some(PROTOCOL_ERROR));
+    // And more DATA than declared.
+    let long = h2raw::post_block("/v1/x", &[("content-length", "2")]);
+    s.write_all(&frame(HEADERS, END_HEADERS, 5, &long)).unwrap();
+    s.write_all(&frame(DATA, END_STREAM, 5, b"hello")).unwrap();
+    assert_eq!(h2raw::wait_reset(&mut s, 5, GUARD), Some(PROTOCOL_ERROR));
+    still_serving_path(&gw, "/v1/ok");
+    // No complete request came out of those streams (a cut-off body is not a request).
+    let complete: Vec<_> = up
+        .requests()
+        .into_iter()
+        .filter(|(_, m)| m.complete && m.head.target() == "/v1/x")
+        .collect();
+    assert!(complete.is_empty(), "{complete:?}");
 }

@@ -11,6 +11,7 @@ pub const RST_STREAM: u8 = 3;
 pub const SETTINGS: u8 = 4;
 pub const GOAWAY: u8 = 7;
 pub const CONTINUATION: u8 = 9;
+pub const DATA: u8 = 0;
 pub const END_STREAM: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
 pub const ENHANCE_YOUR_CALM: u32 = 0xb;
@@ -31,6 +32,54 @@ pub fn get_block(path: &str) -> Vec<u8> {
     literal(&mut b, 4, path); // :path
     literal(&mut b, 1, "localhost"); // :authority
     b
+}
+
+/// An HPACK block for a `POST` to `path` with extra literal fields (new names, not indexed).
+pub fn post_block(path: &str, fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = vec![0x83, 0x86]; // :method POST, :scheme http
+    literal(&mut b, 4, path);
+    literal(&mut b, 1, "localhost");
+    for (name, value) in fields {
+        b.push(0x00);
+        b.push(name.len() as u8);
+        b.extend_from_slice(name.as_bytes());
+        b.push(value.len() as u8);
+        b.extend_from_slice(value.as_bytes());
+    }
+    b
+}
+
+/// The RST_STREAM error code the server sent for `stream`, reading frames until one arrives,
+/// the connection closes, or `limit` passes.
+pub fn wait_reset(s: &mut TcpStream, stream: u32, limit: Duration) -> Option<u32> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while std::time::Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return None,
+        }
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            if buf[3] == RST_STREAM && id == stream && len == 4 {
+                return Some(u32::from_be_bytes([buf[9], buf[10], buf[11], buf[12]]));
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    None
 }
 
 /// A literal header field without indexing, name from static table index `name` (< 15).

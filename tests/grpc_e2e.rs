@@ -30,6 +30,40 @@ auth = "{auth}"
     )
 }
 
+/// A unary ModelInfer for `model` with `grpc-timeout: timeout`, sent by curl (which keeps no
+/// deadline of its own); returns the response head (a Trailers-Only answer's status is in it).
+fn curl_grpc(gw: std::net::SocketAddr, model: &str, timeout: &str) -> String {
+    let mut msg = vec![0x0a, model.len() as u8];
+    msg.extend_from_slice(model.as_bytes());
+    let mut body = vec![0u8];
+    body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    body.extend_from_slice(&msg);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("infer.bin");
+    std::fs::write(&file, body).unwrap();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "--http2-prior-knowledge",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args(["-H", &format!("grpc-timeout: {timeout}")])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!(
+            "http://{gw}/inference.GRPCInferenceService/ModelInfer"
+        ))
+        .output()
+        .expect("run curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn status(v: &Value) -> &str {
     v["status"].as_str().unwrap_or("-")
 }
@@ -67,14 +101,30 @@ fn grpc_calls_pass_through_with_their_trailers_and_statuses() {
     let v = triton(gw.addr, &["--mode", "unary", "--model", "nope"]);
     assert_eq!(status(&v), "StatusCode.NOT_FOUND", "{v}");
 
-    // The caller's deadline (grpc-timeout) ends the call at the gateway.
+    // Statuses, the model server's and the gateway's, are in the access log.
+    let statuses: Vec<String> = gw
+        .wait_log_count(4, |l| l["message"] == "access")
+        .iter()
+        .map(|l| l["grpc_status"].as_str().unwrap_or("-").to_owned())
+        .collect();
+    assert_eq!(statuses, ["OK", "OK", "INVALID_ARGUMENT", "NOT_FOUND"]);
+
+    // The caller's deadline (grpc-timeout) ends the call at the gateway. tritonclient keeps
+    // its own deadline too (whichever fires first, the client sees DEADLINE_EXCEEDED), so
+    // the gateway's own answer is checked with a client that keeps none: curl.
     let v = triton(
         gw.addr,
         &["--mode", "unary", "--model", "slow", "--timeout", "1"],
     );
     assert_eq!(status(&v), "StatusCode.DEADLINE_EXCEEDED", "{v}");
-    let log =
-        gw.wait_log(|l| l["message"] == "access" && l["error"] == "the call's deadline passed");
+    let head = curl_grpc(gw.addr, "slow", "300m");
+    assert!(head.starts_with("HTTP/2 200"), "{head}");
+    assert!(head.contains("grpc-status: 4\r\n"), "{head}");
+    let log = gw.wait_log(|l| {
+        l["message"] == "access"
+            && l["grpc_status"] == "DEADLINE_EXCEEDED"
+            && l["error"] == "the call's deadline passed"
+    });
     assert_eq!(log["path"], "/inference.GRPCInferenceService/ModelInfer");
 }
 

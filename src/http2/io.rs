@@ -107,6 +107,23 @@ impl AsyncWrite for H2Io {
         }
     }
 
+    /// `h2` writes a DATA frame's header and its payload as two slices; without vectored
+    /// writes each would be a send of its own.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.sock {
+            Sock::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Sock::Tls(t) => t.poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.sock {
             Sock::Tcp(s) => Pin::new(s).poll_flush(cx),
@@ -184,6 +201,19 @@ impl TlsPoll {
         // rustls takes at most its buffer limit of plaintext; what it took is accepted, and
         // as much as the socket takes is sent now.
         let n = self.conn.writer().write(data)?;
+        match self.poll_send_tls(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if n == 0 => Poll::Pending,
+            _ => Poll::Ready(Ok(n)),
+        }
+    }
+
+    fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let n = self.conn.writer().write_vectored(bufs)?;
         match self.poll_send_tls(cx) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending if n == 0 => Poll::Pending,

@@ -19,6 +19,9 @@ use crate::http::head::Fields;
 
 use super::convert::{fields_from_map, trailers_map};
 
+/// Largest first piece of a body sent with its head without waiting for window capacity.
+const EAGER_FIRST_PIECE: usize = 16 * 1024;
+
 /// The receiving half of a stream (a request body from a client, a response body from an
 /// upstream).
 pub struct H2Recv {
@@ -134,7 +137,8 @@ impl H2Send {
         end: Option<Option<Fields>>,
         limit: Duration,
     ) -> Result<(), ReadError> {
-        if let H2Send::Head(..) = self {
+        let first = matches!(self, H2Send::Head(..));
+        if first {
             let H2Send::Head(mut respond, head) = std::mem::replace(self, H2Send::Done) else {
                 unreachable!("matched above")
             };
@@ -153,7 +157,19 @@ impl H2Send {
             H2Send::Done if data.is_empty() => return Ok(()),
             _ => return Err(ReadError::Io(io::ErrorKind::NotConnected.into())),
         };
+        // The body's end rides on its last DATA frame when there are no trailers.
+        let end_with_data = matches!(end, Some(None)) && !data.is_empty();
         while !data.is_empty() {
+            // A small first piece goes out with the head without waiting for capacity to be
+            // assigned (which takes a turn of the connection task, and a send of its own):
+            // `h2` holds at most this one piece beyond the peer's window.
+            if first && data.len() <= EAGER_FIRST_PIECE {
+                let eos = end_with_data;
+                stream
+                    .send_data(std::mem::take(&mut data), eos)
+                    .map_err(|e| ReadError::Io(h2_io(e)))?;
+                break;
+            }
             stream.reserve_capacity(data.len());
             let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx));
             let n = match monoio::time::timeout(limit, granted).await {
@@ -163,13 +179,15 @@ impl H2Send {
                 Err(_) => return Err(ReadError::TimedOut),
             };
             let piece = data.split_to(n.min(data.len()));
+            let eos = end_with_data && data.is_empty();
             stream
-                .send_data(piece, false)
+                .send_data(piece, eos)
                 .map_err(|e| ReadError::Io(h2_io(e)))?;
         }
         let sent = match end {
             None => return Ok(()),
             Some(Some(trailers)) => stream.send_trailers(trailers_map(&trailers)),
+            Some(None) if end_with_data => Ok(()),
             Some(None) => stream.send_data(Bytes::new(), true),
         };
         sent.map_err(|e| ReadError::Io(h2_io(e)))?;

@@ -89,6 +89,12 @@ impl H2Recv {
         self.data_done && self.ahead.is_empty()
     }
 
+    /// Nothing at all follows what was handed on: no data, no trailers (END_STREAM was on the
+    /// last DATA frame).
+    pub fn ends_here(&self) -> bool {
+        self.ahead.is_empty() && self.recv.is_end_stream()
+    }
+
     async fn data(&mut self, idle: Duration) -> Result<Option<Bytes>, ReadError> {
         if self.unreleased > 0 {
             let _ = self.recv.flow_control().release_capacity(self.unreleased);
@@ -119,6 +125,8 @@ pub enum H2Send {
     Waiting(SendResponse<Bytes>),
     /// The response head, held until the first data (or at once, see `body::transfer`).
     Head(SendResponse<Bytes>, http::Response<()>),
+    /// A request's stream: its head went out with `send_request`, no data yet.
+    Opened(SendStream<Bytes>),
     Body(SendStream<Bytes>),
     Done,
 }
@@ -126,7 +134,7 @@ pub enum H2Send {
 impl H2Send {
     /// Whether the peer has seen a response head (or the stream is finished).
     pub fn head_sent(&self) -> bool {
-        matches!(self, H2Send::Body(_) | H2Send::Done)
+        matches!(self, H2Send::Opened(_) | H2Send::Body(_) | H2Send::Done)
     }
 
     /// Sends `data`; `end` (with the trailers) ends the stream after it. Waits for flow-control
@@ -137,8 +145,17 @@ impl H2Send {
         end: Option<Option<Fields>>,
         limit: Duration,
     ) -> Result<(), ReadError> {
-        let first = matches!(self, H2Send::Head(..));
-        if first {
+        // A request's head already went out with `send_request`: nothing to flush yet.
+        if data.is_empty() && end.is_none() && matches!(self, H2Send::Opened(_)) {
+            return Ok(());
+        }
+        let first = matches!(self, H2Send::Head(..) | H2Send::Opened(_));
+        if let H2Send::Opened(_) = self {
+            let H2Send::Opened(stream) = std::mem::replace(self, H2Send::Done) else {
+                unreachable!("matched above")
+            };
+            *self = H2Send::Body(stream);
+        } else if first {
             let H2Send::Head(mut respond, head) = std::mem::replace(self, H2Send::Done) else {
                 unreachable!("matched above")
             };
@@ -199,7 +216,7 @@ impl H2Send {
     pub fn reset(&mut self) {
         match std::mem::replace(self, H2Send::Done) {
             H2Send::Waiting(mut r) | H2Send::Head(mut r, _) => r.send_reset(h2::Reason::CANCEL),
-            H2Send::Body(mut s) => s.send_reset(h2::Reason::CANCEL),
+            H2Send::Opened(mut s) | H2Send::Body(mut s) => s.send_reset(h2::Reason::CANCEL),
             H2Send::Done => {}
         }
     }

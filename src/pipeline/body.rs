@@ -96,7 +96,7 @@ impl<'a> Source<'a> {
             Source::H1(_, reader) => {
                 matches!(reader.framing, BodyFraming::Length(_)) && reader.remaining == 0
             }
-            Source::H2(_) => false,
+            Source::H2(recv) => recv.ends_here(),
         }
     }
 

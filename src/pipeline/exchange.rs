@@ -233,7 +233,7 @@ impl Exchange<'_> {
             if end {
                 H2Send::Done
             } else {
-                H2Send::Body(stream)
+                H2Send::Opened(stream)
             },
         ))
     }

@@ -92,7 +92,7 @@ async fn rescue_h2(ctx: &mut RequestCtx, send: &mut H2Send, err: &Error) {
             let _ = stream.send_trailers(trailers);
             return;
         }
-        mut started @ H2Send::Body(_) => {
+        mut started @ (H2Send::Opened(_) | H2Send::Body(_)) => {
             tracing::warn!(request_id = %ctx.request_id, error = %err, side = ?err.side, "response cut short");
             started.reset();
             return;

@@ -244,3 +244,56 @@ models = ["echo", "stream"]
     let denied = gw.wait_log(|l| l["message"] == "access" && l["model"] == "fail");
     assert_eq!(denied["decision"], "deny");
 }
+
+#[test]
+fn text_in_bytes_tensors_is_masked_in_unary_and_streaming_responses() {
+    let server = KserveServer::start();
+    let masking = r#"
+[masking]
+mode = "enforce"
+
+[[masking.literals]]
+id = "codename"
+category = "internal"
+action = "redact"
+values = ["Project Nightjar"]
+"#;
+    let gw = Gateway::start(&grpc_config(&server.addr.to_string(), "none", masking));
+    let text = "mail jane.doe@example.com about Project Nightjar, ok";
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "echo", "--text", text],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["output"],
+        "mail [REDACTED:email] about [REDACTED:internal], ok"
+    );
+    // Each streamed response message is masked on its own.
+    let v = triton(
+        gw.addr,
+        &[
+            "--mode",
+            "stream",
+            "--model",
+            "stream",
+            "--text",
+            "Project Nightjar",
+        ],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(
+        v["outputs"],
+        serde_json::json!([
+            "[REDACTED:internal]#1",
+            "[REDACTED:internal]#2",
+            "[REDACTED:internal]#3"
+        ])
+    );
+    let logs = gw.wait_log_count(2, |l| l["message"] == "access");
+    assert!(
+        logs.iter().all(|l| l["masked"].as_u64() >= Some(1)),
+        "{logs:?}"
+    );
+    assert!(logs.iter().all(|l| l["grpc_status"] == "OK"), "{logs:?}");
+}

@@ -326,3 +326,154 @@ fn plain_text_is_scanned_as_bytes() {
     );
     assert_eq!(out, b"[REDACTED:credential] x");
 }
+
+// === gRPC: KServe v2 BYTES tensors ===
+
+mod grpc {
+    use super::*;
+    use modelgate::grpc::wire::{put_len, put_varint};
+    use modelgate::masking::filter_for_grpc;
+
+    const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
+    const STREAM: &str = "/inference.GRPCInferenceService/ModelStreamInfer";
+
+    /// An output tensor: name, datatype, shape [n], optionally `contents.bytes_contents`.
+    fn tensor(name: &str, datatype: &str, n: u64, contents: &[&str]) -> Vec<u8> {
+        let mut t = Vec::new();
+        put_len(&mut t, 1, name.as_bytes());
+        put_len(&mut t, 2, datatype.as_bytes());
+        t.push(3 << 3); // shape: one varint
+        put_varint(&mut t, n);
+        if !contents.is_empty() {
+            let mut c = Vec::new();
+            for s in contents {
+                put_len(&mut c, 8, s.as_bytes());
+            }
+            put_len(&mut t, 5, &c);
+        }
+        t
+    }
+
+    /// Raw BYTES contents: 4-byte little-endian length, then the element.
+    fn raw(elements: &[&str]) -> Vec<u8> {
+        let mut r = Vec::new();
+        for e in elements {
+            r.extend_from_slice(&(e.len() as u32).to_le_bytes());
+            r.extend_from_slice(e.as_bytes());
+        }
+        r
+    }
+
+    /// A ModelInferResponse: a BYTES output and an INT32 output with raw contents, and a
+    /// BYTES output in `bytes_contents`.
+    fn response(texts: &[&str], int_raw: &[u8], inline: &[&str]) -> Vec<u8> {
+        let mut m = Vec::new();
+        put_len(&mut m, 1, b"echo");
+        put_len(&mut m, 5, &tensor("TEXT", "BYTES", texts.len() as u64, &[]));
+        put_len(&mut m, 5, &tensor("IDS", "INT32", 1, &[]));
+        put_len(
+            &mut m,
+            5,
+            &tensor("INLINE", "BYTES", inline.len() as u64, inline),
+        );
+        put_len(&mut m, 6, &raw(texts));
+        put_len(&mut m, 6, int_raw);
+        m
+    }
+
+    fn framed(messages: &[Vec<u8>]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for m in messages {
+            body.push(0);
+            body.extend_from_slice(&(m.len() as u32).to_be_bytes());
+            body.extend_from_slice(m);
+        }
+        body
+    }
+
+    fn run_grpc(path: &str, body: &[u8], piece: usize) -> (Vec<u8>, Result<(), MaskError>) {
+        let mut filter = filter_for_grpc(&masker(), path, Mode::Enforce);
+        let mut out = BytesMut::new();
+        for chunk in body.chunks(piece) {
+            if let Err(e) = filter.on_chunk(chunk, &mut out) {
+                return (out.to_vec(), Err(e));
+            }
+        }
+        let end = filter.on_end(&mut out);
+        (out.to_vec(), end)
+    }
+
+    #[test]
+    fn bytes_elements_are_masked_and_everything_else_is_kept_byte_for_byte() {
+        // An INT32 tensor whose raw bytes happen to spell the codename: not text, not touched.
+        let ints = b"Project Nightingale!".to_vec();
+        let body = framed(&[
+            response(
+                &["see Project Nightingale", "nothing here"],
+                &ints,
+                &["Project Nightingale"],
+            ),
+            response(&[""], &ints, &[]),
+        ]);
+        let expected = framed(&[
+            response(
+                &["see [REDACTED:internal]", "nothing here"],
+                &ints,
+                &["[REDACTED:internal]"],
+            ),
+            response(&[""], &ints, &[]),
+        ]);
+        // Split anywhere (every piece size from 1 byte to the whole body): the same output.
+        for piece in [1, 2, 3, 7, 64, body.len()] {
+            let (out, end) = run_grpc(INFER, &body, piece);
+            assert_eq!(end, Ok(()), "piece {piece}");
+            assert_eq!(out, expected, "piece {piece}");
+        }
+    }
+
+    #[test]
+    fn stream_responses_mask_the_wrapped_response_and_the_error_message() {
+        let mut wrapped = Vec::new();
+        put_len(
+            &mut wrapped,
+            2,
+            &response(&["Project Nightingale#1"], &[], &[]),
+        );
+        let mut error = Vec::new();
+        put_len(&mut error, 1, b"failed on Project Nightingale");
+        let mut want_wrapped = Vec::new();
+        put_len(
+            &mut want_wrapped,
+            2,
+            &response(&["[REDACTED:internal]#1"], &[], &[]),
+        );
+        let mut want_error = Vec::new();
+        put_len(&mut want_error, 1, b"failed on [REDACTED:internal]");
+        let (out, end) = run_grpc(STREAM, &framed(&[wrapped, error]), 5);
+        assert_eq!(end, Ok(()));
+        assert_eq!(out, framed(&[want_wrapped, want_error]));
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_not_let_through() {
+        // Compressed: cannot be scanned.
+        let mut compressed = framed(&[response(&["Project Nightingale"], &[], &[])]);
+        compressed[0] = 1;
+        let (out, end) = run_grpc(INFER, &compressed, 1000);
+        assert!(end.is_err() && out.is_empty(), "{end:?}");
+        // A raw BYTES element whose length runs past the tensor.
+        let mut bad = Vec::new();
+        put_len(&mut bad, 5, &tensor("TEXT", "BYTES", 1, &[]));
+        put_len(&mut bad, 6, &[200, 0, 0, 0, b'x']);
+        let (out, end) = run_grpc(INFER, &framed(&[bad]), 1000);
+        assert!(end.is_err() && out.is_empty(), "{end:?}");
+        // A body cut inside a message.
+        let whole = framed(&[response(&["hello"], &[], &[])]);
+        let (_, end) = run_grpc(INFER, &whole[..whole.len() - 1], 1000);
+        assert!(end.is_err(), "{end:?}");
+        // Other methods carry no model output: passed through as they are.
+        let other = b"\x00\x00\x00\x00\x02\x08\x01".to_vec();
+        let (out, end) = run_grpc("/inference.GRPCInferenceService/ServerLive", &other, 3);
+        assert_eq!((out, end), (other, Ok(())));
+    }
+}

@@ -46,3 +46,4 @@
 
 pub mod frame;
 pub mod status;
+pub mod wire;

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
+use super::grpc::{GrpcFilter, GrpcMethod};
 use super::json::JsonFilter;
 use super::sse::SseFilter;
 use super::{Engine, MaskError, Masker, Mode, Verdict};
@@ -46,6 +47,19 @@ pub fn filter_for(
     } else {
         Box::new(PlainFilter::new(masker, mode))
     };
+    in_mode(inner, mode)
+}
+
+/// The filter for a gRPC call's response to the method at `path` (see `grpc.rs`).
+pub fn filter_for_grpc(masker: &Arc<Masker>, path: &str, mode: Mode) -> Box<dyn BodyFilter> {
+    in_mode(
+        Box::new(GrpcFilter::new(masker, mode, GrpcMethod::of(path))),
+        mode,
+    )
+}
+
+/// In [`Mode::Detect`] the body passes through byte for byte and `inner` only counts.
+fn in_mode(inner: Box<dyn BodyFilter>, mode: Mode) -> Box<dyn BodyFilter> {
     match mode {
         Mode::Enforce => inner,
         Mode::Detect => Box::new(DetectFilter {

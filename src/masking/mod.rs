@@ -33,9 +33,13 @@
 //! workers. Per-response state (engines, vectorscan streams) is owned by the filter, without
 //! locks. Vectorscan's scratch space lives in a `thread_local` per worker ([`vs`]).
 //!
+//! # gRPC
+//! KServe v2 responses (`ModelInfer`, `ModelStreamInfer`): the elements of `BYTES` tensors are
+//! masked one by one, each message re-encoded (`grpc.rs`).
+//!
 //! # Not yet
-//! gRPC KServe v2 `BYTES` tensors (needs the gRPC framer) and NDJSON streams split across
-//! documents (each JSON string is masked on its own) are left for later.
+//! NDJSON streams split across documents (each JSON string is masked on its own) and gRPC
+//! request messages (prompts in `BYTES` inputs) are left for later.
 
 mod action;
 mod builtins;
@@ -44,6 +48,7 @@ mod compile_custom;
 mod config;
 mod engine;
 mod filter;
+mod grpc;
 mod hold;
 mod json;
 mod sse;
@@ -61,7 +66,7 @@ pub use config::{
     Action, BuiltinSetting, LiteralList, MaskConfigError, MaskingSection, RegexDetector,
 };
 pub use engine::Engine;
-pub use filter::{filter_for, is_event_stream, BodyFilter};
+pub use filter::{filter_for, filter_for_grpc, is_event_stream, BodyFilter};
 
 /// How a response is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]

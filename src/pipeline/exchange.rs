@@ -179,11 +179,12 @@ impl Exchange<'_> {
         &std::sync::Arc<crate::masking::Masker>,
         crate::masking::Mode,
     )> {
+        // gRPC request messages (prompts in BYTES inputs) are not masked yet.
         self.config
             .masker
             .as_ref()
             .zip(self.route.masking)
-            .filter(|_| self.route.mask_requests)
+            .filter(|_| self.route.mask_requests && !self.grpc)
     }
 
     /// Calls `f` with what the gateway adds to and removes from the request: forwarding
@@ -195,6 +196,11 @@ impl Exchange<'_> {
             .and_then(|i| i.assertion.as_deref().zip(ctx.identity.as_ref()))
             .and_then(|(signer, who)| who.assertion(signer, self.pool_name));
         let mut drop = vec![DEFAULT_ASSERTION_HEADER];
+        // Masked gRPC responses must arrive uncompressed: a server compresses only what the
+        // client said it accepts.
+        if self.grpc && self.config.masker.is_some() && self.route.masking.is_some() {
+            drop.push("grpc-accept-encoding");
+        }
         if let Some(i) = identity {
             drop.push(&i.assertion_header);
             if !i.forward_client_authorization {
@@ -267,6 +273,7 @@ impl Exchange<'_> {
             Dir::Request,
             self.request_masking(),
             content_type,
+            None,
             self.session,
         );
         if let Some(decided) = guard {
@@ -357,7 +364,14 @@ impl Exchange<'_> {
             write_limit: self.config.timeouts.body_idle,
         };
         let content_type = res.fields.get("content-type");
-        let mut stages = Stages::new(Dir::Response, masking, content_type, self.session);
+        let grpc_path = self.grpc.then_some(self.head.path.as_str());
+        let mut stages = Stages::new(
+            Dir::Response,
+            masking,
+            content_type,
+            grpc_path,
+            self.session,
+        );
         if ctx.record_upstream_body {
             stages.record_upstream();
         }

@@ -17,7 +17,9 @@ use super::Dir;
 use crate::error::{Error, ErrorKind};
 use crate::grpc::status::Code;
 use crate::http::head::Fields;
-use crate::masking::{filter_for, is_event_stream, BodyFilter, MaskError, Masker, Mode, Verdict};
+use crate::masking::{
+    filter_for, filter_for_grpc, is_event_stream, BodyFilter, MaskError, Masker, Mode, Verdict,
+};
 use crate::policy::grpc_model::{GrpcModelScan, Named};
 use crate::policy::model::{ModelScan, Scan};
 use crate::recorder::{
@@ -134,16 +136,21 @@ pub struct Stages<'a> {
 
 impl<'a> Stages<'a> {
     /// `masking`: the route's mode and the compiled detectors, if this body is masked;
-    /// `content_type` picks the format (SSE, JSON, plain).
+    /// `content_type` picks the format (SSE, JSON, plain), and `grpc_path` makes it a gRPC
+    /// call's messages for that method.
     pub fn new(
         dir: Dir,
         masking: Option<(&Arc<Masker>, Mode)>,
         content_type: Option<&[u8]>,
+        grpc_path: Option<&str>,
         session: Option<&'a Session>,
     ) -> Self {
         Stages {
             dir,
-            mask: masking.map(|(masker, mode)| filter_for(masker, content_type, mode)),
+            mask: masking.map(|(masker, mode)| match grpc_path {
+                Some(path) => filter_for_grpc(masker, path, mode),
+                None => filter_for(masker, content_type, mode),
+            }),
             sse: is_event_stream(content_type),
             session,
             out: BytesMut::new(),

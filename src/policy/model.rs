@@ -8,6 +8,7 @@
 //! scan takes the body a chunk at a time, keeps O(1) state besides one key (64 bytes at most)
 //! or the model value (256 at most), and its verdict does not depend on where chunks are cut.
 
+use crate::grpc::wire::{next_field, Field, Value};
 use crate::policy::classes::segments;
 
 /// Longest top-level key accumulated; longer keys cannot be `model`.
@@ -465,47 +466,17 @@ pub fn model_from_path(path: &str) -> Option<String> {
 pub fn model_from_grpc_infer(msg: &[u8]) -> Option<String> {
     let mut rest = msg;
     let mut name = None;
-    while !rest.is_empty() {
-        let key = varint(&mut rest)?;
-        let (field, wire) = (key >> 3, key & 7);
-        if field == 0 || field > (1 << 29) - 1 {
-            return None;
-        }
-        match wire {
-            0 => {
-                varint(&mut rest)?;
-            }
-            1 => rest = rest.get(8..)?,
-            2 => {
-                let len = usize::try_from(varint(&mut rest)?).ok()?;
-                let (value, tail) = rest.split_at_checked(len)?;
-                if field == 1 {
-                    name = Some(std::str::from_utf8(value).ok()?);
-                }
-                rest = tail;
-            }
-            5 => rest = rest.get(4..)?,
-            _ => return None,
+    while let Some(field) = next_field(&mut rest) {
+        if let Field {
+            number: 1,
+            value: Value::Len(value),
+            ..
+        } = field.ok()?
+        {
+            name = Some(std::str::from_utf8(value).ok()?);
         }
     }
     name.map(str::to_owned)
-}
-
-/// A base-128 varint of at most 10 bytes that fits in 64 bits, consumed from `buf`.
-fn varint(buf: &mut &[u8]) -> Option<u64> {
-    let bytes: &[u8] = buf;
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        if i == 9 && b > 1 {
-            return None;
-        }
-        value |= u64::from(b & 0x7F) << (7 * i);
-        if b & 0x80 == 0 {
-            *buf = &bytes[i + 1..];
-            return Some(value);
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -1,0 +1,270 @@
+//! gRPC responses: the text in KServe v2 `BYTES` tensors, masked message by message.
+//!
+//! A gRPC body is a sequence of length-prefixed protobuf messages ([`MessageReader`]). For
+//! `ModelInfer` each is a `ModelInferResponse`; for `ModelStreamInfer` a
+//! `ModelStreamInferResponse` wrapping one (and an `error_message` string). The text a user sees
+//! is in the outputs whose `datatype` is `BYTES`: either `raw_output_contents[i]` (elements
+//! framed as a 4-byte little-endian length, then the bytes; what Triton sends) or
+//! `outputs[i].contents.bytes_contents` (one element per entry). Each element is masked as one
+//! text, and the message is re-encoded with the new lengths, all other fields copied byte for
+//! byte. A message is the unit a gRPC peer acts on, so each is held until complete (bounded by
+//! the largest message accepted), never the whole stream.
+//!
+//! Fails closed: a compressed message (the gateway strips `grpc-accept-encoding` on masked
+//! routes, so a server that compresses anyway is misbehaving), malformed protobuf or framing
+//! ends the call rather than letting unscanned text through. Other gRPC methods carry no model
+//! output and pass through unchanged.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::filter::{BodyFilter, LazyEngine};
+use super::{MaskError, Masker, Mode, Verdict};
+use crate::grpc::frame::{encode, MessageReader};
+use crate::grpc::wire::{next_field, put_len, Field, Value};
+
+/// Largest gRPC message masked (gRPC's own default receive limit is 4 MiB).
+const MAX_MESSAGE: u32 = 64 * 1024 * 1024;
+
+/// Which response message a gRPC method returns, for the methods whose output is text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrpcMethod {
+    /// `…/ModelInfer`: `ModelInferResponse`.
+    Infer,
+    /// `…/ModelStreamInfer`: `ModelStreamInferResponse`.
+    StreamInfer,
+    /// Anything else: passed through.
+    Other,
+}
+
+impl GrpcMethod {
+    pub fn of(path: &str) -> GrpcMethod {
+        if path.ends_with("/ModelInfer") {
+            GrpcMethod::Infer
+        } else if path.ends_with("/ModelStreamInfer") {
+            GrpcMethod::StreamInfer
+        } else {
+            GrpcMethod::Other
+        }
+    }
+}
+
+/// Masks the `BYTES` tensors of each response message.
+pub(crate) struct GrpcFilter {
+    method: GrpcMethod,
+    reader: MessageReader,
+    lazy: LazyEngine,
+    verdict: Verdict,
+    /// One masked element.
+    text: Vec<u8>,
+}
+
+impl GrpcFilter {
+    pub(crate) fn new(masker: &Arc<Masker>, mode: Mode, method: GrpcMethod) -> GrpcFilter {
+        GrpcFilter {
+            method,
+            reader: MessageReader::new(MAX_MESSAGE),
+            lazy: LazyEngine::new(masker, mode),
+            verdict: Verdict::default(),
+            text: Vec::new(),
+        }
+    }
+
+    /// Masks one text (a tensor element, an error message) into `self.text`.
+    fn mask(&mut self, text: &[u8]) -> Result<&[u8], MaskError> {
+        self.text.clear();
+        let now = Instant::now();
+        let engine = self.lazy.get(&mut self.verdict)?;
+        engine.feed(text, now, &mut self.text, &mut self.verdict)?;
+        engine.finish(now, &mut self.text, &mut self.verdict)?;
+        Ok(&self.text)
+    }
+
+    /// A `ModelInferResponse` with its `BYTES` outputs masked.
+    fn infer_response(&mut self, msg: &[u8]) -> Result<Vec<u8>, MaskError> {
+        // Which outputs are BYTES, in order: raw_output_contents[i] belongs to outputs[i].
+        let mut bytes_outputs = Vec::new();
+        for field in fields(msg) {
+            let f = field?;
+            if let (5, Value::Len(tensor)) = (f.number, f.value) {
+                bytes_outputs.push(is_bytes_tensor(tensor)?);
+            }
+        }
+        let mut out = Vec::with_capacity(msg.len());
+        let mut raw_index = 0;
+        for field in fields(msg) {
+            let f = field?;
+            match f {
+                Field {
+                    number: 5,
+                    value: Value::Len(tensor),
+                    ..
+                } if is_bytes_tensor(tensor)? => {
+                    let masked = self.output_tensor(tensor)?;
+                    put_len(&mut out, 5, &masked);
+                }
+                Field {
+                    number: 6,
+                    value: Value::Len(raw),
+                    ..
+                } => {
+                    let bytes = bytes_outputs.get(raw_index).copied().unwrap_or(false);
+                    raw_index += 1;
+                    match bytes {
+                        true => {
+                            let masked = self.raw_bytes(raw)?;
+                            put_len(&mut out, 6, &masked);
+                        }
+                        false => out.extend_from_slice(f.raw),
+                    }
+                }
+                _ => out.extend_from_slice(f.raw),
+            }
+        }
+        Ok(out)
+    }
+
+    /// An `InferOutputTensor` of type `BYTES`: its `contents.bytes_contents` masked.
+    fn output_tensor(&mut self, tensor: &[u8]) -> Result<Vec<u8>, MaskError> {
+        let mut out = Vec::with_capacity(tensor.len());
+        for field in fields(tensor) {
+            match field? {
+                Field {
+                    number: 5,
+                    value: Value::Len(contents),
+                    ..
+                } => {
+                    let mut masked = Vec::with_capacity(contents.len());
+                    for f in fields(contents) {
+                        match f? {
+                            Field {
+                                number: 8,
+                                value: Value::Len(element),
+                                ..
+                            } => put_len(&mut masked, 8, self.mask(element)?),
+                            f => masked.extend_from_slice(f.raw),
+                        }
+                    }
+                    put_len(&mut out, 5, &masked);
+                }
+                f => out.extend_from_slice(f.raw),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raw `BYTES` contents: elements of a 4-byte little-endian length and the bytes.
+    fn raw_bytes(&mut self, mut raw: &[u8]) -> Result<Vec<u8>, MaskError> {
+        let mut out = Vec::with_capacity(raw.len());
+        while !raw.is_empty() {
+            let (len, rest) = raw.split_at_checked(4).ok_or_else(malformed)?;
+            let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            let (element, rest) = rest.split_at_checked(len).ok_or_else(malformed)?;
+            let masked = self.mask(element)?;
+            let n = u32::try_from(masked.len()).map_err(|_| malformed())?;
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(masked);
+            raw = rest;
+        }
+        Ok(out)
+    }
+
+    /// A `ModelStreamInferResponse`: its error message and its response masked.
+    fn stream_response(&mut self, msg: &[u8]) -> Result<Vec<u8>, MaskError> {
+        let mut out = Vec::with_capacity(msg.len());
+        for field in fields(msg) {
+            match field? {
+                Field {
+                    number: 1,
+                    value: Value::Len(text),
+                    ..
+                } => put_len(&mut out, 1, self.mask(text)?),
+                Field {
+                    number: 2,
+                    value: Value::Len(inner),
+                    ..
+                } => {
+                    let masked = self.infer_response(inner)?;
+                    put_len(&mut out, 2, &masked);
+                }
+                f => out.extend_from_slice(f.raw),
+            }
+        }
+        Ok(out)
+    }
+
+    fn messages(&mut self, out: &mut BytesMut) -> Result<(), MaskError> {
+        while let Some(msg) = self.reader.next_message().map_err(framing)? {
+            if msg.compressed {
+                return Err(MaskError::Scan(
+                    "a compressed gRPC message cannot be masked".into(),
+                ));
+            }
+            let masked = match self.method {
+                GrpcMethod::Infer => self.infer_response(&msg.data)?,
+                GrpcMethod::StreamInfer => self.stream_response(&msg.data)?,
+                GrpcMethod::Other => msg.data.to_vec(),
+            };
+            encode(false, &masked, out).map_err(framing)?;
+        }
+        Ok(())
+    }
+}
+
+impl BodyFilter for GrpcFilter {
+    fn on_chunk(&mut self, data: &[u8], out: &mut BytesMut) -> Result<(), MaskError> {
+        if self.method == GrpcMethod::Other {
+            out.extend_from_slice(data);
+            return Ok(());
+        }
+        self.reader.push(Bytes::copy_from_slice(data));
+        let result = self.messages(out);
+        if let Err(e) = &result {
+            self.verdict.note_error(e);
+        }
+        result
+    }
+
+    fn on_end(&mut self, _out: &mut BytesMut) -> Result<(), MaskError> {
+        if self.method == GrpcMethod::Other {
+            return Ok(());
+        }
+        self.reader.finish().map_err(framing)
+    }
+
+    fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+}
+
+/// The fields of a message, each `Err` if the protobuf is malformed.
+fn fields(msg: &[u8]) -> impl Iterator<Item = Result<Field<'_>, MaskError>> {
+    let mut rest = msg;
+    std::iter::from_fn(move || next_field(&mut rest)).map(|f| f.map_err(|_| malformed()))
+}
+
+/// Whether an `InferOutputTensor` has `datatype` `BYTES`.
+fn is_bytes_tensor(tensor: &[u8]) -> Result<bool, MaskError> {
+    let mut bytes = false;
+    for field in fields(tensor) {
+        if let Field {
+            number: 2,
+            value: Value::Len(datatype),
+            ..
+        } = field?
+        {
+            bytes = datatype == b"BYTES";
+        }
+    }
+    Ok(bytes)
+}
+
+fn malformed() -> MaskError {
+    MaskError::Scan("malformed KServe response message".into())
+}
+
+fn framing(e: crate::grpc::frame::FrameError) -> MaskError {
+    MaskError::Scan(format!("gRPC framing: {e:?}"))
+}

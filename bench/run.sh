@@ -543,7 +543,9 @@ load_sse() {
             n=$(sed -n 's/.*events=\([0-9]*\).*/\1/p' <<<"$line")
             med=$(sed -n 's/.*median_us=\([-0-9.]*\).*/\1/p' <<<"$line")
             p99=$(sed -n 's/.*p99_us=\([-0-9.]*\).*/\1/p' <<<"$line")
-            if [ "${n:-0}" != "$SSE_EVENTS" ]; then
+            # Masking may carry held-back text into one extra event at the end (the last
+            # event's envelope with the rest of the text): more events is not a loss.
+            if [ "${n:-0}" -lt "$SSE_EVENTS" ]; then
                 echo "[sse-1 r$r] $t: WARNING: got ${n:-0} of $SSE_EVENTS events: $(cat "$T/sse-client-$t-$r.err")"
                 SSE_BAD[$t]=$(( ${SSE_BAD[$t]:-0} + 1 ))
                 [ "${n:-0}" = 0 ] && { med=n/a; p99=n/a; }

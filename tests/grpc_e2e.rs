@@ -260,6 +260,7 @@ values = ["Project Nightjar"]
 "#;
     let gw = Gateway::start(&grpc_config(&server.addr.to_string(), "none", masking));
     let text = "mail jane.doe@example.com about Project Nightjar, ok";
+    // Without mask_requests the model gets the prompt as sent; its answer is masked.
     let v = triton(
         gw.addr,
         &["--mode", "unary", "--model", "echo", "--text", text],

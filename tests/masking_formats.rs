@@ -392,7 +392,9 @@ mod grpc {
     }
 
     fn run_grpc(path: &str, body: &[u8], piece: usize) -> (Vec<u8>, Result<(), MaskError>) {
-        let mut filter = filter_for_grpc(&masker(), path, Mode::Enforce);
+        let request = path.ends_with("#request");
+        let path = path.trim_end_matches("#request");
+        let mut filter = filter_for_grpc(&masker(), path, request, Mode::Enforce);
         let mut out = BytesMut::new();
         for chunk in body.chunks(piece) {
             if let Err(e) = filter.on_chunk(chunk, &mut out) {
@@ -475,5 +477,38 @@ mod grpc {
         let other = b"\x00\x00\x00\x00\x02\x08\x01".to_vec();
         let (out, end) = run_grpc("/inference.GRPCInferenceService/ServerLive", &other, 3);
         assert_eq!((out, end), (other, Ok(())));
+    }
+
+    #[test]
+    fn prompts_in_bytes_inputs_are_masked_on_the_request_side() {
+        // ModelInferRequest: model_name 1, inputs 5 (InferInputTensor, same layout), raw 7.
+        let request = |texts: &[&str], inline: &[&str]| {
+            let mut m = Vec::new();
+            put_len(&mut m, 1, b"echo");
+            put_len(
+                &mut m,
+                5,
+                &tensor("PROMPT", "BYTES", texts.len() as u64, &[]),
+            );
+            put_len(
+                &mut m,
+                5,
+                &tensor("INLINE", "BYTES", inline.len() as u64, inline),
+            );
+            put_len(&mut m, 7, &raw(texts));
+            m
+        };
+        let body = framed(&[request(
+            &["ask Project Nightingale"],
+            &["Project Nightingale"],
+        )]);
+        let want = framed(&[request(
+            &["ask [REDACTED:internal]"],
+            &["[REDACTED:internal]"],
+        )]);
+        for path in [INFER, STREAM] {
+            let (out, end) = run_grpc(&format!("{path}#request"), &body, 9);
+            assert_eq!((out, end), (want.clone(), Ok(())), "{path}");
+        }
     }
 }

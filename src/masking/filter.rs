@@ -50,12 +50,16 @@ pub fn filter_for(
     in_mode(inner, mode)
 }
 
-/// The filter for a gRPC call's response to the method at `path` (see `grpc.rs`).
-pub fn filter_for_grpc(masker: &Arc<Masker>, path: &str, mode: Mode) -> Box<dyn BodyFilter> {
-    in_mode(
-        Box::new(GrpcFilter::new(masker, mode, GrpcMethod::of(path))),
-        mode,
-    )
+/// The filter for a gRPC call's messages to (`request`) or from the method at `path` (see
+/// `grpc.rs`).
+pub fn filter_for_grpc(
+    masker: &Arc<Masker>,
+    path: &str,
+    request: bool,
+    mode: Mode,
+) -> Box<dyn BodyFilter> {
+    let method = GrpcMethod::of(path, request);
+    in_mode(Box::new(GrpcFilter::new(masker, mode, method)), mode)
 }
 
 /// In [`Mode::Detect`] the body passes through byte for byte and `inner` only counts.

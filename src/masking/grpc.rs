@@ -10,6 +10,9 @@
 //! byte. A message is the unit a gRPC peer acts on, so each is held until complete (bounded by
 //! the largest message accepted), never the whole stream.
 //!
+//! Requests (`ModelInferRequest`, the prompt side, on routes with `mask_requests`) are masked
+//! the same way in their `BYTES` inputs.
+//!
 //! Fails closed: a compressed message (the gateway strips `grpc-accept-encoding` on masked
 //! routes, so a server that compresses anyway is misbehaving), malformed protobuf or framing
 //! ends the call rather than letting unscanned text through. Other gRPC methods carry no model
@@ -28,28 +31,38 @@ use crate::grpc::wire::{next_field, put_len, Field, Value};
 /// Largest gRPC message masked (gRPC's own default receive limit is 4 MiB).
 const MAX_MESSAGE: u32 = 64 * 1024 * 1024;
 
-/// Which response message a gRPC method returns, for the methods whose output is text.
+/// Which message a body carries, for the KServe methods whose messages hold text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrpcMethod {
-    /// `…/ModelInfer`: `ModelInferResponse`.
+    /// `ModelInferResponse` (`…/ModelInfer` responses).
     Infer,
-    /// `…/ModelStreamInfer`: `ModelStreamInferResponse`.
+    /// `ModelStreamInferResponse` (`…/ModelStreamInfer` responses).
     StreamInfer,
+    /// `ModelInferRequest` (requests of both methods): the prompt side.
+    InferRequest,
     /// Anything else: passed through.
     Other,
 }
 
 impl GrpcMethod {
-    pub fn of(path: &str) -> GrpcMethod {
-        if path.ends_with("/ModelInfer") {
-            GrpcMethod::Infer
-        } else if path.ends_with("/ModelStreamInfer") {
-            GrpcMethod::StreamInfer
-        } else {
-            GrpcMethod::Other
+    /// The messages of the request (`request`) or the response of the method at `path`.
+    pub fn of(path: &str, request: bool) -> GrpcMethod {
+        let infer = path.ends_with("/ModelInfer");
+        let stream = path.ends_with("/ModelStreamInfer");
+        match (infer || stream, request) {
+            (false, _) => GrpcMethod::Other,
+            (true, true) => GrpcMethod::InferRequest,
+            (true, false) if stream => GrpcMethod::StreamInfer,
+            (true, false) => GrpcMethod::Infer,
         }
     }
 }
+
+/// Field numbers of the tensors and their raw contents: `ModelInferResponse` has `outputs` = 5
+/// and `raw_output_contents` = 6, `ModelInferRequest` has `inputs` = 5 and
+/// `raw_input_contents` = 7. Both tensor messages keep `datatype` in 2 and `contents` in 5.
+const RESPONSE_FIELDS: (u32, u32) = (5, 6);
+const REQUEST_FIELDS: (u32, u32) = (5, 7);
 
 /// Masks the `BYTES` tensors of each response message.
 pub(crate) struct GrpcFilter {
@@ -82,14 +95,21 @@ impl GrpcFilter {
         Ok(&self.text)
     }
 
-    /// A `ModelInferResponse` with its `BYTES` outputs masked.
-    fn infer_response(&mut self, msg: &[u8]) -> Result<Vec<u8>, MaskError> {
-        // Which outputs are BYTES, in order: raw_output_contents[i] belongs to outputs[i].
+    /// A `ModelInferResponse` (or, with `REQUEST_FIELDS`, a `ModelInferRequest`) with its
+    /// `BYTES` tensors masked.
+    fn infer_message(
+        &mut self,
+        msg: &[u8],
+        (tensors, raws): (u32, u32),
+    ) -> Result<Vec<u8>, MaskError> {
+        // Which tensors are BYTES, in order: raw contents [i] belong to tensor [i].
         let mut bytes_outputs = Vec::new();
         for field in fields(msg) {
             let f = field?;
-            if let (5, Value::Len(tensor)) = (f.number, f.value) {
-                bytes_outputs.push(is_bytes_tensor(tensor)?);
+            if let Value::Len(tensor) = f.value {
+                if f.number == tensors {
+                    bytes_outputs.push(is_bytes_tensor(tensor)?);
+                }
             }
         }
         let mut out = Vec::with_capacity(msg.len());
@@ -98,24 +118,24 @@ impl GrpcFilter {
             let f = field?;
             match f {
                 Field {
-                    number: 5,
+                    number,
                     value: Value::Len(tensor),
                     ..
-                } if is_bytes_tensor(tensor)? => {
+                } if number == tensors && is_bytes_tensor(tensor)? => {
                     let masked = self.output_tensor(tensor)?;
-                    put_len(&mut out, 5, &masked);
+                    put_len(&mut out, tensors, &masked);
                 }
                 Field {
-                    number: 6,
+                    number,
                     value: Value::Len(raw),
                     ..
-                } => {
+                } if number == raws => {
                     let bytes = bytes_outputs.get(raw_index).copied().unwrap_or(false);
                     raw_index += 1;
                     match bytes {
                         true => {
                             let masked = self.raw_bytes(raw)?;
-                            put_len(&mut out, 6, &masked);
+                            put_len(&mut out, raws, &masked);
                         }
                         false => out.extend_from_slice(f.raw),
                     }
@@ -126,7 +146,8 @@ impl GrpcFilter {
         Ok(out)
     }
 
-    /// An `InferOutputTensor` of type `BYTES`: its `contents.bytes_contents` masked.
+    /// A tensor (`InferOutputTensor`, `InferInputTensor`) of type `BYTES`: its
+    /// `contents.bytes_contents` masked.
     fn output_tensor(&mut self, tensor: &[u8]) -> Result<Vec<u8>, MaskError> {
         let mut out = Vec::with_capacity(tensor.len());
         for field in fields(tensor) {
@@ -186,7 +207,7 @@ impl GrpcFilter {
                     value: Value::Len(inner),
                     ..
                 } => {
-                    let masked = self.infer_response(inner)?;
+                    let masked = self.infer_message(inner, RESPONSE_FIELDS)?;
                     put_len(&mut out, 2, &masked);
                 }
                 f => out.extend_from_slice(f.raw),
@@ -203,7 +224,8 @@ impl GrpcFilter {
                 ));
             }
             let masked = match self.method {
-                GrpcMethod::Infer => self.infer_response(&msg.data)?,
+                GrpcMethod::Infer => self.infer_message(&msg.data, RESPONSE_FIELDS)?,
+                GrpcMethod::InferRequest => self.infer_message(&msg.data, REQUEST_FIELDS)?,
                 GrpcMethod::StreamInfer => self.stream_response(&msg.data)?,
                 GrpcMethod::Other => msg.data.to_vec(),
             };

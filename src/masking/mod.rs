@@ -34,12 +34,13 @@
 //! locks. Vectorscan's scratch space lives in a `thread_local` per worker ([`vs`]).
 //!
 //! # gRPC
-//! KServe v2 responses (`ModelInfer`, `ModelStreamInfer`): the elements of `BYTES` tensors are
-//! masked one by one, each message re-encoded (`grpc.rs`).
+//! KServe v2 messages (`ModelInfer`, `ModelStreamInfer`; responses, and requests with
+//! `mask_requests`): the elements of `BYTES` tensors are masked one by one, each message
+//! re-encoded (`grpc.rs`).
 //!
 //! # Not yet
-//! NDJSON streams split across documents (each JSON string is masked on its own) and gRPC
-//! request messages (prompts in `BYTES` inputs) are left for later.
+//! NDJSON streams split across documents (each JSON string is masked on its own) are left for
+//! later.
 
 mod action;
 mod builtins;

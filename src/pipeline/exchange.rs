@@ -179,12 +179,11 @@ impl Exchange<'_> {
         &std::sync::Arc<crate::masking::Masker>,
         crate::masking::Mode,
     )> {
-        // gRPC request messages (prompts in BYTES inputs) are not masked yet.
         self.config
             .masker
             .as_ref()
             .zip(self.route.masking)
-            .filter(|_| self.route.mask_requests && !self.grpc)
+            .filter(|_| self.route.mask_requests)
     }
 
     /// Calls `f` with what the gateway adds to and removes from the request: forwarding
@@ -269,11 +268,12 @@ impl Exchange<'_> {
             write_limit: t.upstream_idle,
         };
         let content_type = self.head.fields.get("content-type");
+        let grpc_path = self.grpc.then_some(self.head.path.as_str());
         let mut stages = Stages::new(
             Dir::Request,
             self.request_masking(),
             content_type,
-            None,
+            grpc_path,
             self.session,
         );
         if let Some(decided) = guard {

@@ -148,7 +148,7 @@ impl<'a> Stages<'a> {
         Stages {
             dir,
             mask: masking.map(|(masker, mode)| match grpc_path {
-                Some(path) => filter_for_grpc(masker, path, mode),
+                Some(path) => filter_for_grpc(masker, path, dir == Dir::Request, mode),
                 None => filter_for(masker, content_type, mode),
             }),
             sse: is_event_stream(content_type),

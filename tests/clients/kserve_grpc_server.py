@@ -9,7 +9,7 @@ Binds 127.0.0.1:0 (plain h2c), prints `PORT <n>` and serves until SIGTERM/SIGINT
   fail   ModelInfer aborts INVALID_ARGUMENT; ModelStreamInfer answers with error_message.
   slow   ModelInfer sleeps 10 s (past any test deadline), then fails.
 Stdout lines `INFER <model>`, `STREAM <model>`, `LOAD <model>`, `UNLOAD <model>` tell a test
-which calls reached this server.
+which calls reached this server; `TEXT <elements>` what an echo request's INPUT0 held.
 """
 import base64
 import json
@@ -68,7 +68,10 @@ def echo_response(request, suffix=b"", context=None):
     tensor = request.inputs[0]
     if tensor.datatype != "BYTES":
         raise ValueError(f"INPUT0 must be BYTES, got {tensor.datatype}")
-    elements = [e + suffix for e in input_elements(request, 0)]
+    received = input_elements(request, 0)
+    # What the model itself received (after the gateway), so a test can check prompt masking.
+    say("TEXT " + " | ".join(e.decode("utf-8", "replace") for e in received))
+    elements = [e + suffix for e in received]
     resp = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
     resp.outputs.add(name="OUTPUT0", datatype="BYTES", shape=list(tensor.shape))
     resp.raw_output_contents.append(encode_bytes_tensor(elements))

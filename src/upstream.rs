@@ -28,10 +28,12 @@ use crate::config::{Timeouts, Upstream as UpstreamConfig, UpstreamProtocol};
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
 use crate::http2::stream::h2_io;
-use crate::http2::{H2_CONNECTION_WINDOW, H2_SEND_BUFFER, H2_STREAM_WINDOW};
+use crate::http2::{H2_SEND_BUFFER, H2_STREAM_WINDOW, H2_UPSTREAM_CONNECTION_WINDOW};
 
 struct Endpoint {
     addr: SocketAddr,
+    /// `group/address`, for logs and recordings.
+    label: Rc<str>,
     outstanding: Cell<u32>,
     down_until: Cell<Option<Instant>>,
     idle: RefCell<Vec<(Conn, Instant)>>,
@@ -72,6 +74,7 @@ impl Pool {
                 .iter()
                 .map(|&addr| Endpoint {
                     addr,
+                    label: Rc::from(format!("{}/{addr}", cfg.name)),
                     outstanding: Cell::new(0),
                     down_until: Cell::new(None),
                     idle: RefCell::new(Vec::new()),
@@ -145,7 +148,7 @@ impl Pool {
     }
 
     /// A handle on the endpoint's HTTP/2 connection, connecting (again) when there is none or
-    /// it has gone away. `ready` waits while the server's stream limit is reached.
+    /// it has gone away (`ready` fails on a closed connection).
     async fn h2_sender(&self, ep: &Endpoint) -> std::io::Result<SendRequest<Bytes>> {
         let cached = ep.h2.borrow().clone();
         if let Some(sender) = cached {
@@ -160,7 +163,7 @@ impl Pool {
         let io = self.connect(ep.addr).await?.into_h2_io()?;
         let (sender, connection) = h2::client::Builder::new()
             .initial_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .initial_connection_window_size(H2_UPSTREAM_CONNECTION_WINDOW)
             .max_send_buffer_size(H2_SEND_BUFFER)
             .handshake::<_, Bytes>(io)
             .await
@@ -177,6 +180,13 @@ impl Pool {
         sender.ready().await.map_err(h2_io)
     }
 
+    /// Drops the endpoint's HTTP/2 connection after it failed an exchange (a half-open
+    /// connection would otherwise time out every call): the next call connects afresh, and
+    /// streams in flight on the old one finish or fail on their own.
+    pub fn forget_h2(&self, lease: &Lease) {
+        self.endpoints[lease.index].h2.borrow_mut().take();
+    }
+
     /// Returns a connection whose exchange completed cleanly, for reuse.
     pub fn checkin(&self, lease: &Lease, conn: Conn) {
         let ep = &self.endpoints[lease.index];
@@ -189,6 +199,11 @@ impl Pool {
     /// The group speaks TLS to its model servers.
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// `group/address` of the leased endpoint.
+    pub fn label(&self, lease: &Lease) -> &Rc<str> {
+        &self.endpoints[lease.index].label
     }
 
     pub fn endpoint(&self, lease: &Lease) -> SocketAddr {

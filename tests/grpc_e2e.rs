@@ -33,6 +33,20 @@ auth = "{auth}"
 /// A unary ModelInfer for `model` with `grpc-timeout: timeout`, sent by curl (which keeps no
 /// deadline of its own); returns the response head (a Trailers-Only answer's status is in it).
 fn curl_grpc(gw: std::net::SocketAddr, model: &str, timeout: &str) -> String {
+    curl_grpc_with(
+        gw,
+        model,
+        &[
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            &format!("grpc-timeout: {timeout}"),
+        ],
+    )
+}
+
+/// A unary ModelInfer for `model` sent by curl with the given extra arguments (headers).
+fn curl_grpc_with(gw: std::net::SocketAddr, model: &str, extra: &[&str]) -> String {
     let mut msg = vec![0x0a, model.len() as u8];
     msg.extend_from_slice(model.as_bytes());
     let mut body = vec![0u8];
@@ -52,8 +66,8 @@ fn curl_grpc(gw: std::net::SocketAddr, model: &str, timeout: &str) -> String {
             "-o",
             "/dev/null",
         ])
-        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
-        .args(["-H", &format!("grpc-timeout: {timeout}")])
+        .args(["-H", "te: trailers"])
+        .args(extra)
         .arg("--data-binary")
         .arg(format!("@{}", file.display()))
         .arg(format!(
@@ -211,6 +225,15 @@ models = ["echo", "stream"]
         &["--mode", "load", "--model", "echo", "--token", auth],
     );
     assert_eq!(status(&v), "StatusCode.PERMISSION_DENIED", "{v}");
+    // The KServe gRPC path is a gRPC call whatever the content type claims: the model is still
+    // read from the message (a JSON content type does not dodge the model rule).
+    let auth_header = format!("authorization: Bearer {auth}");
+    let head = curl_grpc_with(
+        gw.addr,
+        "fail",
+        &["-H", "content-type: application/json", "-H", &auth_header],
+    );
+    assert!(head.contains("grpc-status: 7\r\n"), "{head}");
     // A streaming call on an allowed model works.
     let v = triton(
         gw.addr,

@@ -61,7 +61,7 @@ on_both_drivers! {
         assert_eq!(code, 0);
         assert_eq!(
             out,
-            format!("POST /v1/completions?x=1 len=15 cl=Some(\"15\") te=None host=Some(\"{host}\") via=Some(\"1.1 modelgate\") xff=Some(\"127.0.0.1\") 2")
+            format!("POST /v1/completions?x=1 len=15 cl=Some(\"15\") te=None host=Some(\"{host}\") via=Some(\"2 modelgate\") xff=Some(\"127.0.0.1\") 2")
         );
         // No body: no framing fields at all.
         let (code, out) = curl_h2c(&gw, "/v1/models", &[]);

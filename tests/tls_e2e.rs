@@ -395,6 +395,33 @@ fn http2_over_tls_on_both_sides() {
 }
 
 #[test]
+fn a_big_http2_response_over_tls_survives_a_reader_that_stalls() {
+    // rustls's plaintext buffer fills while the client does not read; the TLS adapter under
+    // HTTP/2 must then send records and retry, never report a zero-byte write.
+    let e = env();
+    let total: usize = 16 << 20;
+    let body: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+    let up = Upstream::respond(move |_| {
+        response(200, &["content-type: application/octet-stream"], &body)
+    });
+    let gw = Gateway::start(&config(&e, "", "").replace(&e.up.url(), &up.url()));
+    let mut curl = Command::new("curl")
+        .args(["-sS", "--http2", "--max-time", "60", "--cacert"])
+        .arg(&e.ca.cert)
+        .arg(format!("https://127.0.0.1:{}/open/big", gw.addr.port()))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = curl.stdout.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let mut got = Vec::with_capacity(total);
+    out.read_to_end(&mut got).unwrap();
+    assert!(curl.wait().unwrap().success());
+    assert_eq!(got.len(), total);
+    assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+}
+
+#[test]
 fn model_servers_that_require_client_certificates_get_the_configured_one() {
     let e = env();
     let leaf = e.ca.server("models", &["models.test"]);

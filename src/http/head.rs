@@ -126,8 +126,10 @@ pub struct RequestHead {
     /// Authority from an absolute-form target or the single `Host` field; empty for HTTP/1.0
     /// requests without one.
     pub host: String,
-    /// `true` for HTTP/1.1, `false` for HTTP/1.0.
+    /// `true` for HTTP/1.1 (and HTTP/2), `false` for HTTP/1.0.
     pub http11: bool,
+    /// The message came over HTTP/2 (`Via` says `2`).
+    pub h2: bool,
     pub fields: Fields,
     pub framing: BodyFraming,
     /// The client asked to close after this exchange (or is HTTP/1.0 without keep-alive).
@@ -184,6 +186,8 @@ pub struct ResponseHead {
     pub status: u16,
     pub reason: String,
     pub http11: bool,
+    /// The message came over HTTP/2 (`Via` says `2`).
+    pub h2: bool,
     pub fields: Fields,
     pub framing: BodyFraming,
     /// The upstream will close after this response.
@@ -267,6 +271,7 @@ pub fn parse_request(
         path: target.path,
         host,
         http11,
+        h2: false,
         fields,
         framing,
         close,
@@ -321,6 +326,7 @@ pub fn parse_response(
         status: code,
         reason,
         http11,
+        h2: false,
         fields,
         framing,
         close,

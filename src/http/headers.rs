@@ -157,7 +157,7 @@ pub fn request_fields(
     list.extend_from_slice(fwd.client_ip.as_bytes());
     out.field(b"x-forwarded-for", &list);
     out.field(b"x-forwarded-proto", fwd.proto.as_bytes());
-    out.field(b"via", via_token(req.http11));
+    out.field(b"via", via_token(req.http11, req.h2));
     out.field(b"x-request-id", fwd.request_id.as_bytes());
     if let Some((name, value)) = fwd.identity {
         out.field(name.as_bytes(), value.as_bytes());
@@ -201,7 +201,7 @@ pub fn response_fields(
         has_id |= name.eq_ignore_ascii_case(b"x-request-id");
         out.field(name, value);
     }
-    out.field(b"via", via_token(res.http11));
+    out.field(b"via", via_token(res.http11, res.h2));
     if !has_id {
         out.field(b"x-request-id", request_id.as_bytes());
     }
@@ -219,8 +219,11 @@ pub fn response_fields(
     }
 }
 
-fn via_token(http11: bool) -> &'static [u8] {
-    if http11 {
+/// `Via` names the protocol version the message was received with (RFC 9110 §7.6.3).
+fn via_token(http11: bool, h2: bool) -> &'static [u8] {
+    if h2 {
+        b"2 modelgate"
+    } else if http11 {
         b"1.1 modelgate"
     } else {
         b"1.0 modelgate"
@@ -248,6 +251,13 @@ pub fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.put_slice(b": ");
     out.put_slice(value);
     out.put_slice(b"\r\n");
+}
+
+/// Whether a `Content-Type` value's media type starts with `prefix` (ASCII case-insensitive,
+/// leading spaces ignored), without allocating: the per-request checks use it.
+pub fn media_type_starts_with(content_type: &[u8], prefix: &str) -> bool {
+    let value = content_type.trim_ascii_start();
+    value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
 }
 
 /// The media type of a `Content-Type` value without parameters, lower-cased.

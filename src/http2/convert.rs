@@ -46,13 +46,21 @@ pub fn request_head(
     if head_len > limits.max_head_bytes {
         return Err(HeadError::TooLarge);
     }
-    let host = match parts.uri.authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => match parts.headers.get(http::header::HOST).map(|h| h.to_str()) {
-            Some(Ok(h)) => h.to_owned(),
-            Some(Err(_)) => return Err(HeadError::Invalid("bad host")),
-            None => String::new(),
-        },
+    // Routing and the upstream must see the same authority: `:authority` and a `Host` field
+    // that disagree (or several `Host` fields) are refused (RFC 9113 §8.3.1).
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let (host_field, extra) = (hosts.next(), hosts.next());
+    if extra.is_some() {
+        return Err(HeadError::Invalid("more than one host"));
+    }
+    let host = match (parts.uri.authority(), host_field.map(|h| h.to_str())) {
+        (_, Some(Err(_))) => return Err(HeadError::Invalid("bad host")),
+        (Some(a), Some(Ok(h))) if !a.as_str().eq_ignore_ascii_case(h) => {
+            return Err(HeadError::Invalid("host disagrees with :authority"))
+        }
+        (Some(a), _) => a.as_str().to_owned(),
+        (None, Some(Ok(h))) => h.to_owned(),
+        (None, None) => String::new(),
     };
     let fields = fields_from_map(&parts.headers);
     // h2 itself refuses a body that disagrees with Content-Length (and Transfer-Encoding).
@@ -69,6 +77,7 @@ pub fn request_head(
         path: path.to_owned(),
         host,
         http11: true,
+        h2: true,
         fields,
         framing,
         close: false,
@@ -98,6 +107,7 @@ pub fn response_head(
         status,
         reason: parts.status.canonical_reason().unwrap_or("").to_owned(),
         http11: true,
+        h2: true,
         head_len: fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum(),
         fields,
         framing,
@@ -236,6 +246,29 @@ mod tests {
         let req = http::Request::post("http://gw/x").body(()).unwrap();
         let head = request_head(&parts(req), false, &limits()).unwrap();
         assert_eq!(head.framing, BodyFraming::Chunked, "open-ended body");
+    }
+
+    #[test]
+    fn host_must_agree_with_authority() {
+        let agree = http::Request::get("http://gw.example/x")
+            .header("host", "GW.example")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            request_head(&parts(agree), true, &limits()).unwrap().host,
+            "gw.example"
+        );
+        let other = http::Request::get("http://open.example/x")
+            .header("host", "internal.example")
+            .body(())
+            .unwrap();
+        assert!(request_head(&parts(other), true, &limits()).is_err());
+        let two = http::Request::get("http://gw/x")
+            .header("host", "gw")
+            .header("host", "gw")
+            .body(())
+            .unwrap();
+        assert!(request_head(&parts(two), true, &limits()).is_err());
     }
 
     #[test]

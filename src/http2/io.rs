@@ -198,14 +198,7 @@ impl TlsPoll {
     }
 
     fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        // rustls takes at most its buffer limit of plaintext; what it took is accepted, and
-        // as much as the socket takes is sent now.
-        let n = self.conn.writer().write(data)?;
-        match self.poll_send_tls(cx) {
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending if n == 0 => Poll::Pending,
-            _ => Poll::Ready(Ok(n)),
-        }
+        self.poll_write_with(cx, data.is_empty(), |w| w.write(data))
     }
 
     fn poll_write_vectored(
@@ -213,11 +206,31 @@ impl TlsPoll {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let n = self.conn.writer().write_vectored(bufs)?;
-        match self.poll_send_tls(cx) {
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending if n == 0 => Poll::Pending,
-            _ => Poll::Ready(Ok(n)),
+        let empty = bufs.iter().all(|b| b.is_empty());
+        self.poll_write_with(cx, empty, |w| w.write_vectored(bufs))
+    }
+
+    /// rustls takes at most its buffer limit of plaintext; what it took is accepted, and as
+    /// much as the socket takes is sent now. With the buffer full nothing is taken: then the
+    /// records go out first and the write is tried again, because `Ok(0)` for non-empty data
+    /// means "the peer is gone" to the caller.
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        empty: bool,
+        mut write: impl FnMut(&mut rustls::Writer<'_>) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        if empty {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let n = write(&mut self.conn.writer())?;
+            match self.poll_send_tls(cx) {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if n == 0 => return Poll::Pending,
+                Poll::Ready(Ok(())) if n == 0 => continue,
+                _ => return Poll::Ready(Ok(n)),
+            }
         }
     }
 

@@ -16,8 +16,12 @@ pub mod stream;
 
 /// Receive window per stream: what one stream's sender may have in flight before we forward.
 pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
-/// Receive window per connection: bounds what a connection's streams hold here together.
+/// Receive window per client connection: bounds what a connection's streams hold here together.
 pub const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
+/// Receive window of a shared upstream connection: room for every stream's window at once, so
+/// one slow client (whose stream stops taking data) cannot use up the window that every other
+/// caller's responses on that connection need.
+pub const H2_UPSTREAM_CONNECTION_WINDOW: u32 = H2_STREAM_WINDOW * MAX_CONCURRENT_STREAMS;
 /// Send data buffered per stream before capacity stops being assigned (a slow reader stalls the
 /// writer instead of growing this).
 pub const H2_SEND_BUFFER: usize = 256 * 1024;

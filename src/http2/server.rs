@@ -14,7 +14,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -24,6 +24,7 @@ use super::{H2_CONNECTION_WINDOW, H2_SEND_BUFFER, H2_STREAM_WINDOW, MAX_CONCURRE
 use crate::conn::Conn;
 use crate::error::Error;
 use crate::http::head::HeadLimits;
+use crate::http::headers::media_type_starts_with;
 use crate::identity::Verified;
 use crate::pipeline::{self, Client, H2Exchange, Outcome, RequestCtx};
 use crate::runtime::Worker;
@@ -78,8 +79,20 @@ pub async fn serve(worker: Rc<Worker>, client: Conn, info: ConnInfo) {
     let live = Rc::new(Cell::new(0u32));
     let keepalive_idle = config.timeouts.keepalive_idle;
     let mut idle_for = Duration::ZERO;
-    let mut closing = false;
+    let mut closing: Option<Instant> = None;
+    let close_grace = config.server.drain_grace;
     loop {
+        // Draining is checked on every turn (a client opening streams faster than the check
+        // interval must still get its GOAWAY), and a peer that never lets the graceful close
+        // finish (it must acknowledge a PING) is dropped after the drain grace.
+        match closing {
+            None if worker.drain.is_on() => {
+                closing = Some(Instant::now());
+                conn.graceful_shutdown();
+            }
+            Some(since) if since.elapsed() > close_grace => return,
+            _ => {}
+        }
         let next = monoio::time::timeout(DRAIN_CHECK, conn.accept()).await;
         let (request, mut respond) = match next {
             Ok(Some(Ok(stream))) => stream,
@@ -97,8 +110,8 @@ pub async fn serve(worker: Rc<Worker>, client: Conn, info: ConnInfo) {
                     0 => idle_for + DRAIN_CHECK,
                     _ => Duration::ZERO,
                 };
-                if !closing && (worker.drain.is_on() || idle_for >= keepalive_idle) {
-                    closing = true;
+                if closing.is_none() && idle_for >= keepalive_idle {
+                    closing = Some(Instant::now());
                     conn.graceful_shutdown();
                 }
                 continue;
@@ -148,6 +161,10 @@ async fn stream(
             let mut ctx = RequestCtx::rejected(worker.next_request_id(), info.peer.ip());
             ctx.connection_id = info.connection_id;
             ctx.http2 = true;
+            ctx.grpc = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| media_type_starts_with(v.as_bytes(), "application/grpc"));
             tracing::info!(request_id = %ctx.request_id, client = %info.peer, error = %err, "request rejected");
             pipeline::rescue(&mut ctx, &mut client, err, config, true).await;
             ctx.outcome = Outcome::Rejected;

@@ -56,6 +56,11 @@ impl H2Recv {
             return Ok(Read::Data(self.ahead.split().freeze()));
         }
         match self.data(idle).await? {
+            // The last DATA frame: no later read will give its window back, so it goes now.
+            Some(data) if self.recv.is_end_stream() => {
+                let _ = self.recv.flow_control().release_capacity(data.len());
+                Ok(Read::Data(data))
+            }
             Some(data) => {
                 self.unreleased = data.len();
                 Ok(Read::Data(data))

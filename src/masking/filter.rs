@@ -14,7 +14,7 @@ use super::grpc::{GrpcFilter, GrpcMethod};
 use super::json::JsonFilter;
 use super::sse::SseFilter;
 use super::{Engine, MaskError, Masker, Mode, Verdict};
-use crate::http::headers::media_type;
+use crate::http::headers::{media_type, media_type_starts_with};
 
 /// A streaming response-body filter.
 pub trait BodyFilter {
@@ -78,7 +78,9 @@ fn in_mode(inner: Box<dyn BodyFilter>, mode: Mode) -> Box<dyn BodyFilter> {
 /// Whether [`filter_for`] treats a body of this type as SSE (whose stops end the body with an
 /// error event rather than cutting it).
 pub fn is_event_stream(content_type: Option<&[u8]>) -> bool {
-    content_type.is_some_and(|ct| media_type(ct) == "text/event-stream")
+    content_type.is_some_and(|ct| {
+        media_type_starts_with(ct, "text/event-stream") && media_type(ct) == "text/event-stream"
+    })
 }
 
 /// Plain text or unknown types: the body bytes are the text.

@@ -28,8 +28,9 @@ use super::{MaskError, Masker, Mode, Verdict};
 use crate::grpc::frame::{encode, MessageReader};
 use crate::grpc::wire::{next_field, put_len, Field, Value};
 
-/// Largest gRPC message masked (gRPC's own default receive limit is 4 MiB).
-const MAX_MESSAGE: u32 = 64 * 1024 * 1024;
+/// Largest gRPC message masked: gRPC's own default receive limit. Each message is held until
+/// complete, so this bounds what one masked stream holds (a larger one ends the call).
+const MAX_MESSAGE: u32 = 4 * 1024 * 1024;
 
 /// Which message a body carries, for the KServe methods whose messages hold text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

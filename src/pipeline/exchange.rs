@@ -25,7 +25,7 @@ use super::stages::{Session, Stages};
 use super::{record, Client, H2Exchange, RequestCtx};
 use crate::config::Config;
 use crate::conn::Conn;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Side};
 use crate::grpc::status::Code;
 use crate::http::headers::{encode_request_head, encode_response_head, Forwarding};
 use crate::http::{parse_response, BodyFraming, RequestHead, ResponseHead};
@@ -35,6 +35,28 @@ use crate::identity::config::DEFAULT_ASSERTION_HEADER;
 use crate::masking::Verdict;
 use crate::route::Route;
 use crate::upstream::Upstream;
+
+/// An IP address as text on the stack (the forwarding fields need it on every request).
+struct IpText {
+    buf: [u8; 46],
+}
+
+impl Default for IpText {
+    fn default() -> Self {
+        IpText { buf: [0; 46] }
+    }
+}
+
+impl IpText {
+    fn of(&mut self, ip: std::net::IpAddr) -> &str {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut self.buf[..]);
+        // 46 bytes hold the longest IPv6 text form (45), so the write cannot fail.
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as usize;
+        std::str::from_utf8(&self.buf[..len]).unwrap_or("")
+    }
+}
 
 /// Longest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -121,7 +143,10 @@ impl Exchange<'_> {
     }
 
     /// Both directions at once (HTTP/2 on both sides). The response decides when the exchange
-    /// is over; a failing request direction ends it early.
+    /// is over. The client's side failing (a broken body, a second model) ends it at once; the
+    /// upstream refusing more request data does not, since a server may answer and then reset
+    /// the request side (RFC 9113 §8.1): the response is still awaited. A caller streaming
+    /// its requests may pause for as long as the response may (`upstream_idle`).
     async fn duplex(
         &self,
         ctx: &mut RequestCtx,
@@ -131,11 +156,16 @@ impl Exchange<'_> {
     ) -> Result<(), Error> {
         let H2Exchange { body, send } = x;
         let guard = ctx.model_from_body.then(|| ctx.model.clone());
+        let idle = self
+            .config
+            .timeouts
+            .upstream_idle
+            .max(self.config.timeouts.body_idle);
         let mut sent: Option<Sent> = None;
         let result = {
             let mut request = pin!(async {
                 let mut src = Source::H2(body);
-                self.request_stream(&mut src, &mut Sink::H2(up), guard)
+                self.request_stream(&mut src, &mut Sink::H2(up), guard, idle)
                     .await
             });
             let mut respond = pin!(async {
@@ -146,19 +176,27 @@ impl Exchange<'_> {
             std::future::poll_fn(|cx| {
                 if sent.is_none() {
                     if let Poll::Ready(done) = request.as_mut().poll(cx) {
-                        if done.0.is_err() {
-                            let (err, _) = done;
-                            return Poll::Ready(err.map(drop));
+                        match &done.0 {
+                            Err(e) if e.side != Side::Upstream => {
+                                let (err, _) = done;
+                                return Poll::Ready(err.map(drop));
+                            }
+                            _ => sent = Some(done),
                         }
-                        sent = Some(done);
                     }
                 }
                 respond.as_mut().poll(cx)
             })
             .await
         };
-        if let Some(sent) = sent {
-            self.note_sent(ctx, sent)?;
+        match sent {
+            // The upstream stopped taking the request but answered: the answer stands.
+            Some((Err(e), _)) if result.is_ok() => {
+                tracing::debug!(request_id = %ctx.request_id, error = %e, "upstream ended the request side early");
+                ctx.request_done = true;
+            }
+            Some(sent) => self.note_sent(ctx, sent)?,
+            None => {}
         }
         result
     }
@@ -189,28 +227,42 @@ impl Exchange<'_> {
     /// Calls `f` with what the gateway adds to and removes from the request: forwarding
     /// fields, the identity assertion, and the client fields never passed on.
     fn with_forwarding<R>(&self, ctx: &RequestCtx, f: impl FnOnce(&Forwarding<'_>) -> R) -> R {
-        let client_ip = ctx.client_ip.to_string();
+        let mut ip = IpText::default();
+        let client_ip = ip.of(ctx.client_ip);
         let identity = self.config.identity.as_deref();
         let assertion = identity
             .and_then(|i| i.assertion.as_deref().zip(ctx.identity.as_ref()))
             .and_then(|(signer, who)| who.assertion(signer, self.pool_name));
-        let mut drop = vec![DEFAULT_ASSERTION_HEADER];
-        // Masked gRPC responses must arrive uncompressed: a server compresses only what the
-        // client said it accepts.
-        if self.grpc && self.config.masker.is_some() && self.route.masking.is_some() {
-            drop.push("grpc-accept-encoding");
-        }
-        if let Some(i) = identity {
-            drop.push(&i.assertion_header);
-            if !i.forward_client_authorization {
-                drop.push("authorization");
+        // Never forwarded: a client's identity assertion (it could be forged), its token when
+        // the gateway replaces it, and on masked gRPC routes `grpc-accept-encoding` (masked
+        // responses must arrive uncompressed; a server compresses only what the client
+        // accepts).
+        let mut drop = [DEFAULT_ASSERTION_HEADER; 4];
+        let mut n = 1;
+        for (name, on) in [
+            (
+                identity.map_or("", |i| i.assertion_header.as_str()),
+                identity.is_some(),
+            ),
+            (
+                "authorization",
+                identity.is_some_and(|i| !i.forward_client_authorization),
+            ),
+            (
+                "grpc-accept-encoding",
+                self.grpc && self.config.masker.is_some() && self.route.masking.is_some(),
+            ),
+        ] {
+            if on {
+                drop[n] = name;
+                n += 1;
             }
         }
         f(&Forwarding {
-            client_ip: &client_ip,
+            client_ip,
             proto: if ctx.tls { "https" } else { "http" },
             request_id: &ctx.request_id,
-            drop: &drop,
+            drop: &drop[..n],
             identity: identity
                 .zip(assertion.as_deref())
                 .map(|(i, a)| (i.assertion_header.as_str(), a)),
@@ -251,7 +303,8 @@ impl Exchange<'_> {
         ctx: &RequestCtx,
     ) -> Sent {
         let guard = ctx.model_from_body.then(|| ctx.model.clone());
-        self.request_stream(src, dst, guard).await
+        self.request_stream(src, dst, guard, self.config.timeouts.body_idle)
+            .await
     }
 
     /// The request body through its stages (prompt masking, recording, the model guard).
@@ -260,11 +313,12 @@ impl Exchange<'_> {
         src: &mut Source<'_>,
         dst: &mut Sink<'_>,
         guard: Option<Option<String>>,
+        read_idle: Duration,
     ) -> Sent {
         let t = &self.config.timeouts;
         let up = Transfer {
             dir: Dir::Request,
-            read_idle: t.body_idle,
+            read_idle,
             write_limit: t.upstream_idle,
         };
         let content_type = self.head.fields.get("content-type");

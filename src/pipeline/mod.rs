@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
 use crate::grpc::status::parse_timeout;
-use crate::http::headers::media_type;
+use crate::http::headers::media_type_starts_with;
 use crate::http::{BodyFraming, RequestHead};
 use crate::http2::stream::{H2Recv, H2Send};
 use crate::identity::{Authenticator, Verified};
@@ -42,6 +42,9 @@ pub use rescue::rescue;
 use stages::Stages;
 pub use stages::{Recorder, Session};
 
+/// The KServe v2 / Triton gRPC service's path prefix.
+const KSERVE_GRPC_SERVICE: &str = "/inference.GRPCInferenceService/";
+
 /// Everything known about one request as it moves through the stages.
 pub struct RequestCtx {
     pub request_id: String,
@@ -52,7 +55,7 @@ pub struct RequestCtx {
     pub route_id: Option<Arc<str>>,
     pub class: Option<Arc<str>>,
     /// `group/address` of the endpoint that served the request.
-    pub upstream: Option<String>,
+    pub upstream: Option<Rc<str>>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -65,7 +68,7 @@ pub struct RequestCtx {
     /// A short reason for an abnormal end, for the recording.
     pub error: Option<String>,
     /// The exchange's recording, when the recorder is on.
-    pub session: Option<Session>,
+    pub session: Option<Rc<Session>>,
     /// What masking found in this exchange (request and response together).
     pub masking: Option<Verdict>,
     /// The verified caller (routes with `auth = "required"`).
@@ -224,15 +227,21 @@ pub async fn handle(
     draining: bool,
 ) -> Next {
     let must_close = head.close || !head.http11 || draining;
+    // A gRPC call by its content type, or on HTTP/2 by a KServe gRPC method path whatever the
+    // content type says (gRPC servers serve those regardless, so they get gRPC's treatment:
+    // the model read from the message, the per-message guard, gRPC masking).
     ctx.grpc = head
         .fields
         .get("content-type")
-        .is_some_and(|v| media_type(v).starts_with("application/grpc"));
-    // A gRPC caller's deadline bounds the whole exchange; when it passes, the call is over.
+        .is_some_and(|v| media_type_starts_with(v, "application/grpc"))
+        || (ctx.http2 && head.path.starts_with(KSERVE_GRPC_SERVICE));
+    // A gRPC caller's deadline bounds the whole exchange; when it passes, the call is over
+    // (HTTP/2 only: what was sent on a stream is known after the exchange is dropped, while an
+    // HTTP/1.1 response cut there could not be told from a complete one).
     let deadline = head
         .fields
         .get("grpc-timeout")
-        .filter(|_| ctx.grpc)
+        .filter(|_| ctx.grpc && ctx.http2)
         .and_then(parse_timeout);
     let exchange = proxy(ctx, client, head, generation, must_close);
     let result = match deadline {
@@ -293,7 +302,7 @@ async fn proxy(
     // Upstream: choose an endpoint and connect (retries happen only here, before any byte).
     let pool = &generation.pools[route.upstream];
     let (upstream, lease) = pool.checkout(&config.timeouts).await?;
-    ctx.upstream = Some(format!("{}/{}", pool.name(), pool.endpoint(&lease)));
+    ctx.upstream = Some(Rc::clone(pool.label(&lease)));
 
     // The gateway answers `Expect: 100-continue` itself, now that the request will go through.
     if let Client::H1(conn) = client {
@@ -307,19 +316,28 @@ async fn proxy(
         }
     }
 
-    // The exchange itself; the session is shared by its two directions while it runs.
-    let session = ctx.session.take();
+    // The exchange itself; the session is shared by its two directions while it runs (and
+    // stays in the context, so it is ended even when a deadline drops the exchange).
+    let session = ctx.session.clone();
     let exchange = Exchange {
         config,
         route,
         head,
         pool_name: pool.name(),
-        session: session.as_ref(),
+        session: session.as_deref(),
         must_close,
         scheme: if pool.is_tls() { "https" } else { "http" },
         grpc: ctx.grpc,
     };
     let result = exchange.run(ctx, client, upstream).await;
-    ctx.session = session;
+    if let Err(e) = &result {
+        // A shared HTTP/2 connection that stalls or breaks is not reused for the next call.
+        if matches!(
+            e.kind,
+            ErrorKind::FirstByteTimeout | ErrorKind::UpstreamClosed(_)
+        ) {
+            pool.forget_h2(&lease);
+        }
+    }
     Ok(result?.map(|conn| (conn, lease)))
 }

@@ -70,13 +70,13 @@ pub fn start(
     let started = recorder.writer.borrow_mut().start_session(&start);
     match started {
         Ok(id) => {
-            ctx.session = Some(Session {
+            ctx.session = Some(Rc::new(Session {
                 recorder: Rc::clone(recorder),
                 id,
                 epoch: recorder.epoch.get(),
                 started: Instant::now(),
                 abandoned: std::cell::Cell::new(false),
-            });
+            }));
             Ok(())
         }
         Err(e) => {
@@ -95,7 +95,7 @@ pub fn response_head(
     session: Option<&Session>,
     res: &ResponseHead,
 ) -> Result<(), Error> {
-    let upstream = ctx.upstream.clone();
+    let upstream = ctx.upstream.as_deref().map(str::to_owned);
     let Some(session) = session else {
         return Ok(());
     };

@@ -397,9 +397,8 @@ fn http2_over_tls_on_both_sides() {
 #[test]
 fn a_big_http2_response_over_tls_survives_a_reader_that_stalls() {
     // 64 MiB through HTTP/2 over TLS to a client that stops reading for a while: flow control
-    // holds the gateway back and the body arrives whole. (curl's own window stops the sender
-    // before the socket fills, so this does not reach the adapter's full-buffer path; that
-    // path is covered by reading: a write into a full rustls buffer sends records and retries.)
+    // holds the gateway back and the body arrives whole. (curl's window stops the sender
+    // before the socket fills, so this does not exercise the TLS adapter's full-buffer path.)
     let e = env();
     let total: usize = 64 << 20;
     let body: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();

@@ -124,7 +124,30 @@ pub fn request_fields(
 ) {
     let mut host_written = false;
     let mut xff: Option<Vec<u8>> = None;
+    // HTTP/2 splits cookies into one field per pair (RFC 9113 §8.2.3); an HTTP/1.1 server
+    // expects one `Cookie` line, so several are joined with "; " (one is passed as it is).
+    let join_cookies = req.fields.count("cookie") > 1;
+    let mut cookies: Option<Vec<u8>> = None;
+    if join_cookies {
+        for (_, value) in req
+            .fields
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+        {
+            let joined = cookies.get_or_insert_with(Vec::new);
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(value);
+        }
+    }
     for (name, value) in req.fields.iter() {
+        if join_cookies && name.eq_ignore_ascii_case(b"cookie") {
+            if let Some(joined) = cookies.take() {
+                out.field(b"cookie", &joined);
+            }
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             let list = xff.get_or_insert_with(Vec::new);
             if !list.is_empty() {

@@ -249,6 +249,30 @@ mod tests {
     }
 
     #[test]
+    fn split_cookies_reach_an_http1_server_as_one_line() {
+        let req = http::Request::get("http://gw/x")
+            .header("cookie", "a=1")
+            .header("x-other", "v")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap();
+        let head = request_head(&parts(req), true, &limits()).unwrap();
+        let fwd = Forwarding {
+            client_ip: "127.0.0.1",
+            proto: "http",
+            request_id: "r1",
+            drop: &[],
+            identity: None,
+        };
+        let mut out = bytes::BytesMut::new();
+        crate::http::headers::encode_request_head(&head, BodyFraming::Empty, &fwd, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert_eq!(text.matches("cookie:").count(), 1, "{text}");
+        assert!(text.contains("cookie: a=1; b=2\r\n"), "{text}");
+        assert!(text.contains("x-other: v\r\n"), "{text}");
+    }
+
+    #[test]
     fn host_must_agree_with_authority() {
         let agree = http::Request::get("http://gw.example/x")
             .header("host", "GW.example")

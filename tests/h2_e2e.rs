@@ -320,3 +320,27 @@ fn h2_requests_with_transfer_encoding_or_a_wrong_content_length_never_reach_the_
         .collect();
     assert!(complete.is_empty(), "{complete:?}");
 }
+
+#[test]
+fn a_client_cancelling_its_call_stops_the_model_servers_work() {
+    // The model server takes the request and would take minutes to answer; it notices the
+    // gateway giving up on it when its connection closes.
+    let up = Upstream::start(|c| {
+        if c.read_request().is_some() {
+            let _ = c.read_request();
+        }
+    });
+    let gw = Gateway::start(&basic_config(&up.url(), ""));
+    let mut s = h2raw::connect(gw.addr);
+    let headers = h2raw::get_block("/v1/completions");
+    s.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &headers))
+        .unwrap();
+    up.wait_requests(1);
+    assert_eq!(up.finished_count(), 0, "the model server is still at work");
+    // The client cancels (RST_STREAM CANCEL): the gateway drops the upstream exchange.
+    s.write_all(&frame(RST_STREAM, 0, 1, &8u32.to_be_bytes()))
+        .unwrap();
+    up.wait_finished(1);
+    let log = gw.wait_log(|l| l["message"] == "access");
+    assert_eq!(log["outcome"], "ClientGone", "{log}");
+}

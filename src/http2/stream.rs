@@ -217,6 +217,16 @@ impl H2Send {
         Ok(())
     }
 
+    /// Ready when the client reset the stream (it cancelled the call).
+    pub fn poll_reset(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let polled = match self {
+            H2Send::Waiting(r) | H2Send::Head(r, _) => r.poll_reset(cx),
+            H2Send::Opened(s) | H2Send::Body(s) => s.poll_reset(cx),
+            H2Send::Done => return std::task::Poll::Pending,
+        };
+        polled.map(drop)
+    }
+
     /// Ends the stream abruptly: the peer must not take what it got for complete.
     pub fn reset(&mut self) {
         match std::mem::replace(self, H2Send::Done) {

@@ -116,7 +116,8 @@ impl Exchange<'_> {
                     )
                     .await;
                 self.note_sent(ctx, sent)?;
-                let res = read_response_head(&mut conn, self.head, t.upstream_first_byte).await?;
+                let waiting = read_response_head(&mut conn, self.head, t.upstream_first_byte);
+                let res = unless_reset(client, waiting).await?;
                 let reusable = !res.close;
                 let src = Source::h1(&mut conn, res.framing, max_trailer);
                 self.respond(ctx, client_out(client), res, src).await?;
@@ -169,7 +170,8 @@ impl Exchange<'_> {
                     .await
             });
             let mut respond = pin!(async {
-                let (res, mut recv) = self.h2_response(response).await?;
+                let waiting = self.h2_response(response);
+                let (res, mut recv) = unless_reset_h2(send, waiting).await?;
                 self.respond(ctx, ClientOut::H2(send), res, Source::H2(&mut recv))
                     .await
             });
@@ -437,6 +439,36 @@ impl Exchange<'_> {
         ctx.bytes_out += received?;
         Ok(())
     }
+}
+
+/// Awaits `fut` (the model server working on its answer) unless the HTTP/2 client resets its
+/// stream first: a cancelled call then stops here, and dropping the upstream exchange tells the
+/// model server (RST_STREAM, or the HTTP/1.1 connection closed) so it stops generating too.
+async fn unless_reset<T>(
+    client: &mut Client<'_>,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    match client {
+        Client::H1(_) => fut.await,
+        Client::H2(x) => unless_reset_h2(&mut x.send, fut).await,
+    }
+}
+
+async fn unless_reset_h2<T>(
+    send: &mut H2Send,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let mut fut = pin!(fut);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(out);
+        }
+        send.poll_reset(cx).map(|()| {
+            let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+            Err(Error::downstream(ErrorKind::ClientClosed(reset)))
+        })
+    })
+    .await
 }
 
 fn client_out<'a>(client: &'a mut Client<'_>) -> ClientOut<'a> {

@@ -49,9 +49,15 @@ fn curl_grpc(gw: std::net::SocketAddr, model: &str, timeout: &str) -> String {
 fn curl_grpc_with(gw: std::net::SocketAddr, model: &str, extra: &[&str]) -> String {
     let mut msg = vec![0x0a, model.len() as u8];
     msg.extend_from_slice(model.as_bytes());
+    curl_grpc_message(gw, &msg, extra)
+}
+
+/// Sends one gRPC message (protobuf bytes, framed here) to ModelInfer with curl; returns the
+/// response head.
+fn curl_grpc_message(gw: std::net::SocketAddr, msg: &[u8], extra: &[&str]) -> String {
     let mut body = vec![0u8];
     body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
-    body.extend_from_slice(&msg);
+    body.extend_from_slice(msg);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("infer.bin");
     std::fs::write(&file, body).unwrap();
@@ -76,6 +82,18 @@ fn curl_grpc_with(gw: std::net::SocketAddr, model: &str, extra: &[&str]) -> Stri
         .output()
         .expect("run curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A protobuf length-delimited field (number < 16, length < 2^21).
+fn pb_len(out: &mut Vec<u8>, number: u8, value: &[u8]) {
+    out.push(number << 3 | 2);
+    let mut n = value.len();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(value);
 }
 
 fn status(v: &Value) -> &str {
@@ -234,6 +252,34 @@ models = ["echo", "stream"]
         &["-H", "content-type: application/json", "-H", &auth_header],
     );
     assert!(head.contains("grpc-status: 7\r\n"), "{head}");
+    // A first message far larger than the look-ahead: the model is read from its front.
+    let grpc_ct = [
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        auth_header.as_str(),
+    ];
+    let mut big = Vec::new();
+    pb_len(&mut big, 1, b"echo");
+    pb_len(&mut big, 7, &vec![b'x'; 300_000]);
+    let echo_calls = || server.lines().iter().filter(|l| *l == "INFER echo").count();
+    let before = echo_calls();
+    let head = curl_grpc_message(gw.addr, &big, &grpc_ct);
+    assert!(!head.contains("grpc-status: 7\r\n"), "{head}");
+    let deadline = std::time::Instant::now() + GUARD;
+    while echo_calls() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        echo_calls(),
+        before + 1,
+        "the large call reached the model server"
+    );
+    // The same message naming a second model after the tensor: the server would take the last
+    // one, so the gateway stops the message before its end reaches the server.
+    pb_len(&mut big, 1, b"fail");
+    let head = curl_grpc_message(gw.addr, &big, &grpc_ct);
+    assert!(head.contains("grpc-status: 3\r\n"), "{head}");
     // A streaming call on an allowed model works.
     let v = triton(
         gw.addr,

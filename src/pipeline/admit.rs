@@ -20,11 +20,10 @@ use std::time::Duration;
 use super::{Client, Generation, RequestCtx};
 use crate::conn::ReadError;
 use crate::error::{Error, ErrorKind};
-use crate::grpc::frame::{first_message, First, FrameError};
 use crate::http::headers::media_type;
 use crate::http::{BodyFraming, ChunkedDecoder, Decoded, RequestHead};
 use crate::identity::{AuthError, TokenError};
-use crate::policy::model::{model_from_grpc_infer, model_from_path, ModelScan, Scan};
+use crate::policy::model::{model_from_grpc_prefix, model_from_path, GrpcPrefix, ModelScan, Scan};
 use crate::policy::{Decision, Effect, Request};
 use crate::route::Route;
 
@@ -205,23 +204,23 @@ async fn peek_model(
 }
 
 /// The model named by a gRPC call's first `ModelInferRequest`, read (without consuming it)
-/// within the look-ahead. `None`: compressed, larger than the look-ahead, or no body.
+/// from the front of the body within the look-ahead (the name comes first, so large tensors
+/// after it do not matter). `None`: compressed, no name within the look-ahead, or no body.
 async fn peek_grpc_model(
     client: &mut Client<'_>,
     limit: usize,
     read_idle: Duration,
 ) -> Result<Option<String>, Error> {
-    let max = u32::try_from(limit).unwrap_or(u32::MAX);
     loop {
-        match first_message(peeked(client), max) {
-            Ok(First::Complete {
-                compressed: false,
-                data,
-            }) => return Ok(model_from_grpc_infer(data)),
-            Ok(First::Complete { .. }) => return Ok(None),
-            Err(FrameError::TooLarge { .. }) => return Ok(None),
-            Err(_) => return Err(Error::downstream(ErrorKind::BadRequest("bad gRPC message"))),
-            Ok(First::Incomplete { .. }) => {}
+        let buf = peeked(client);
+        match model_from_grpc_prefix(buf) {
+            GrpcPrefix::Named(model) => return Ok(Some(model)),
+            GrpcPrefix::Unknown => return Ok(None),
+            GrpcPrefix::Invalid => {
+                return Err(Error::downstream(ErrorKind::BadRequest("bad gRPC message")))
+            }
+            GrpcPrefix::NeedMore if buf.len() >= limit => return Ok(None),
+            GrpcPrefix::NeedMore => {}
         }
         if !peek_more(client, read_idle).await? {
             return Ok(None);

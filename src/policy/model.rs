@@ -453,6 +453,66 @@ pub fn model_from_path(path: &str) -> Option<String> {
     }
 }
 
+/// What the start of a gRPC request body says about its first message's model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcPrefix {
+    /// The first `model_name` field of the first message. A later field 1 in the same message
+    /// would win at the server: the request stage's model guard sees the whole message and
+    /// stops it before its last byte is forwarded if the final name differs.
+    Named(String),
+    /// The first message names no model: complete without one, compressed, or malformed.
+    Unknown,
+    /// More bytes are needed.
+    NeedMore,
+    /// Not gRPC framing (a flag byte other than 0 or 1).
+    Invalid,
+}
+
+/// Reads the model from the front of a gRPC request body without needing the whole first
+/// message: `model_name` is field 1 and serialisers write fields in order, so it is normally in
+/// the first bytes even when the message carries megabytes of tensors.
+pub fn model_from_grpc_prefix(buf: &[u8]) -> GrpcPrefix {
+    let Some((&flag, rest)) = buf.split_first() else {
+        return GrpcPrefix::NeedMore;
+    };
+    let Some(len) = rest.get(..4) else {
+        return GrpcPrefix::NeedMore;
+    };
+    match flag {
+        0 => {}
+        1 => return GrpcPrefix::Unknown,
+        _ => return GrpcPrefix::Invalid,
+    }
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let body = &rest[4..];
+    if body.len() >= len {
+        return match model_from_grpc_infer(&body[..len]) {
+            Some(name) => GrpcPrefix::Named(name),
+            None => GrpcPrefix::Unknown,
+        };
+    }
+    // Incomplete: walk the whole fields there are; a field cut off by the end of what arrived
+    // just means more is needed.
+    let mut rest = body;
+    while let Some(field) = next_field(&mut rest) {
+        match field {
+            Ok(Field {
+                number: 1,
+                value: Value::Len(value),
+                ..
+            }) => {
+                return match std::str::from_utf8(value) {
+                    Ok(name) => GrpcPrefix::Named(name.to_owned()),
+                    Err(_) => GrpcPrefix::Unknown,
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return GrpcPrefix::NeedMore,
+        }
+    }
+    GrpcPrefix::NeedMore
+}
+
 /// The model_name (field 1, string) of a KServe v2 gRPC `ModelInferRequest` protobuf message
 /// (the message bytes after the 5-byte gRPC prefix). A pure wire-format walk: every field is
 /// skipped by its wire type (varint, i64, len, i32); groups (3, 4) and the undefined wire types
@@ -482,6 +542,48 @@ pub fn model_from_grpc_infer(msg: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_grpc_model_is_read_from_the_front_of_a_large_first_message() {
+        let mut msg = vec![0x0a, 4];
+        msg.extend_from_slice(b"echo");
+        msg.extend_from_slice(&[0x3a, 0x80, 0x80, 0x04]); // field 7, 65536 bytes of tensor
+        msg.extend(std::iter::repeat_n(0u8, 65536));
+        let mut body = vec![0];
+        body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        body.extend_from_slice(&msg);
+        // A few bytes in, the model is known; before that, more is needed.
+        assert_eq!(model_from_grpc_prefix(&body[..8]), GrpcPrefix::NeedMore);
+        assert_eq!(
+            model_from_grpc_prefix(&body[..11]),
+            GrpcPrefix::Named("echo".into())
+        );
+        assert_eq!(
+            model_from_grpc_prefix(&body[..20]),
+            GrpcPrefix::Named("echo".into())
+        );
+        // Whole message: the server's rule (last field 1 wins) decides.
+        let mut twice = msg.clone();
+        twice.extend_from_slice(&[0x0a, 6]);
+        twice.extend_from_slice(b"secret");
+        let mut whole = vec![0];
+        whole.extend_from_slice(&(twice.len() as u32).to_be_bytes());
+        whole.extend_from_slice(&twice);
+        assert_eq!(
+            model_from_grpc_prefix(&whole),
+            GrpcPrefix::Named("secret".into())
+        );
+        // Compressed, bad flag, no name.
+        let mut compressed = body.clone();
+        compressed[0] = 1;
+        assert_eq!(model_from_grpc_prefix(&compressed), GrpcPrefix::Unknown);
+        compressed[0] = 2;
+        assert_eq!(model_from_grpc_prefix(&compressed), GrpcPrefix::Invalid);
+        assert_eq!(
+            model_from_grpc_prefix(&[0, 0, 0, 0, 0]),
+            GrpcPrefix::Unknown
+        );
+    }
 
     fn whole(body: &[u8]) -> Scan {
         let mut scan = ModelScan::new();

@@ -511,4 +511,36 @@ mod grpc {
             assert_eq!((out, end), (want.clone(), Ok(())), "{path}");
         }
     }
+
+    #[test]
+    fn a_worker_holds_at_most_its_budget_of_incomplete_messages() {
+        // Each filter holds one incomplete message of almost 4 MiB (the per-message limit); the
+        // worker's budget (64 MiB) runs out at the 17th, which fails closed.
+        let m = masker();
+        let len: u32 = 4 * 1024 * 1024 - 16;
+        let mut prefix = vec![0u8];
+        prefix.extend_from_slice(&len.to_be_bytes());
+        let part = vec![0u8; len as usize - 1];
+        let mut filters = Vec::new();
+        let mut refused = None;
+        for i in 0..20 {
+            let mut f = filter_for_grpc(&m, INFER, false, Mode::Enforce);
+            let mut out = BytesMut::new();
+            f.on_chunk(&prefix, &mut out).unwrap();
+            if let Err(e) = f.on_chunk(&part, &mut out) {
+                refused = Some((i, e));
+                break;
+            }
+            filters.push(f);
+        }
+        let (i, e) = refused.expect("the budget runs out");
+        assert_eq!(i, 16, "{e:?}");
+        assert!(matches!(e, MaskError::HoldExceeded { .. }), "{e:?}");
+        // Dropped filters give their share back.
+        filters.clear();
+        let mut f = filter_for_grpc(&m, INFER, false, Mode::Enforce);
+        let mut out = BytesMut::new();
+        f.on_chunk(&prefix, &mut out).unwrap();
+        assert!(f.on_chunk(&part, &mut out).is_ok());
+    }
 }

@@ -32,6 +32,16 @@ use crate::grpc::wire::{next_field, put_len, Field, Value};
 /// complete, so this bounds what one masked stream holds (a larger one ends the call).
 const MAX_MESSAGE: u32 = 4 * 1024 * 1024;
 
+/// What all masked gRPC streams of one worker may hold at once, waiting for their messages to
+/// complete. Many streams each holding a message just under `MAX_MESSAGE` would otherwise add
+/// up without bound; past this, the stream that asks for more ends (fail closed).
+const WORKER_BUDGET: usize = 64 * 1024 * 1024;
+
+thread_local! {
+    /// Bytes held by this worker's gRPC filters (each worker is one thread).
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Which message a body carries, for the KServe methods whose messages hold text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrpcMethod {
@@ -73,6 +83,8 @@ pub(crate) struct GrpcFilter {
     verdict: Verdict,
     /// One masked element.
     text: Vec<u8>,
+    /// This filter's share of the worker's `HELD`.
+    held: usize,
 }
 
 impl GrpcFilter {
@@ -83,6 +95,26 @@ impl GrpcFilter {
             lazy: LazyEngine::new(masker, mode),
             verdict: Verdict::default(),
             text: Vec::new(),
+            held: 0,
+        }
+    }
+
+    /// Brings this filter's share of the worker budget up to date; `Err` when holding what the
+    /// reader holds now would take the worker past it.
+    fn account(&mut self) -> Result<(), MaskError> {
+        let now = self.reader.buffered();
+        let total = HELD.with(|h| {
+            let total = h.get().saturating_sub(self.held) + now;
+            h.set(total);
+            total
+        });
+        self.held = now;
+        match total > WORKER_BUDGET {
+            true => Err(MaskError::HoldExceeded {
+                held: total,
+                cap: WORKER_BUDGET,
+            }),
+            false => Ok(()),
         }
     }
 
@@ -243,7 +275,7 @@ impl BodyFilter for GrpcFilter {
             return Ok(());
         }
         self.reader.push(Bytes::copy_from_slice(data));
-        let result = self.messages(out);
+        let result = self.messages(out).and_then(|()| self.account());
         if let Err(e) = &result {
             self.verdict.note_error(e);
         }
@@ -259,6 +291,12 @@ impl BodyFilter for GrpcFilter {
 
     fn verdict(&self) -> &Verdict {
         &self.verdict
+    }
+}
+
+impl Drop for GrpcFilter {
+    fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(self.held)));
     }
 }
 

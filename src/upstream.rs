@@ -206,10 +206,6 @@ impl Pool {
         &self.endpoints[lease.index].label
     }
 
-    pub fn endpoint(&self, lease: &Lease) -> SocketAddr {
-        self.endpoints[lease.index].addr
-    }
-
     /// Least outstanding among untried endpoints that are up; ties broken by rotation.
     fn pick(&self, tried: &[bool]) -> Option<usize> {
         let now = Instant::now();

@@ -33,10 +33,11 @@
 //! - **Routing and endpoint class** from `:path` (`/package.Service/Method`): the same
 //!   prefix routes as HTTP/1.1, so `…/ModelInfer` is `inference` and `…/RepositoryModelLoad`
 //!   is `management`.
-//! - **The model name** for policy: KServe v2 puts it in field 1 (`model_name`) of the first
-//!   `ModelInferRequest`, so admission waits for the first message only
-//!   ([`frame::first_message`]), bounded by the maximum message size, and forwards the bytes
-//!   unchanged.
+//! - **The model name** for policy: KServe v2 puts it in field 1 (`model_name`) of each
+//!   `ModelInferRequest`, so admission reads it from the front of the first message
+//!   (`policy::model::model_from_grpc_prefix`, protobuf walked with [`wire`]) and forwards the
+//!   bytes unchanged; the request stage then checks every whole message
+//!   (`policy::grpc_model`).
 //! - **Messages one at a time** for masking and recording ([`frame::MessageReader`]), never the
 //!   whole stream; a compressed message (flag 1) cannot be scanned without decompressing it,
 //!   which the masking stage must either do or refuse (fail closed).

@@ -367,3 +367,47 @@ values = ["Project Nightjar"]
     );
     assert!(logs.iter().all(|l| l["grpc_status"] == "OK"), "{logs:?}");
 }
+
+#[test]
+fn grpc_calls_are_recorded_with_their_messages_and_trailers() {
+    let server = KserveServer::start();
+    let dir = temp_dir("grpc-rec");
+    let recording = format!(
+        "[recording]\nenabled = true\ndir = \"{}\"\ndurability = \"event\"\n",
+        dir.display()
+    );
+    let gw = Gateway::start(&grpc_config(&server.addr.to_string(), "none", &recording));
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "echo", "--text", "recorded"],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    let log = gw.wait_log(|l| l["message"] == "access" && l["grpc_status"] == "OK");
+    let id = log["request_id"].as_str().unwrap().to_owned();
+    let out = modelgate_cli(&[
+        "sessions",
+        "export",
+        "--dir",
+        dir.to_str().unwrap(),
+        &id,
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let s: Value = serde_json::from_str(out.stdout_str().trim()).expect("one exported session");
+    assert_eq!(
+        s["start"]["request"]["path"], "/inference.GRPCInferenceService/ModelInfer",
+        "{s}"
+    );
+    // The trailers that carried the call's status are in the recording.
+    let trailers = s["trailers"].to_string();
+    assert!(
+        trailers.contains("grpc-status") && trailers.contains("\"0\""),
+        "{s}"
+    );
+    // The response message (length-prefixed protobuf) is there as the client received it.
+    let text = s.to_string();
+    assert!(text.contains("recorded"), "{s}");
+    let verify = modelgate_cli(&["verify", dir.to_str().unwrap()]);
+    assert_eq!(verify.code, Some(0), "{}", verify.stdout_str());
+}

@@ -48,3 +48,8 @@
 pub mod frame;
 pub mod status;
 pub mod wire;
+
+/// Whether a `Content-Type` value is gRPC's (`application/grpc`, `+proto`, `+json`, …).
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    crate::http::headers::media_type_starts_with(value, "application/grpc")
+}

@@ -6,7 +6,6 @@
 //! header map, minus what HTTP/2 forbids (connection-specific fields, RFC 9113 §8.2.2) and with
 //! `Host` carried as `:authority`.
 
-use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::http::head::{BodyFraming, Fields, HeadError, HeadLimits, Method};
@@ -200,10 +199,7 @@ impl FieldSink for HeaderSink {
         }
         // Every field here was validated on the way in; a name or value `http` still refuses
         // is dropped rather than forwarded half-formed.
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value)),
-        ) {
+        if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
             self.map.append(n, v);
         }
     }

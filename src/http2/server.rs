@@ -12,8 +12,10 @@
 //! - receive windows, and the send buffer per stream (`http2` constants).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,8 +25,8 @@ use super::stream::{H2Recv, H2Send};
 use super::{H2_CONNECTION_WINDOW, H2_SEND_BUFFER, H2_STREAM_WINDOW, MAX_CONCURRENT_STREAMS};
 use crate::conn::Conn;
 use crate::error::Error;
+use crate::grpc::is_grpc_content_type;
 use crate::http::head::HeadLimits;
-use crate::http::headers::media_type_starts_with;
 use crate::identity::Verified;
 use crate::pipeline::{self, Client, H2Exchange, Outcome, RequestCtx};
 use crate::runtime::Worker;
@@ -81,6 +83,9 @@ pub async fn serve(worker: Rc<Worker>, client: Conn, info: ConnInfo) {
     let mut idle_for = Duration::ZERO;
     let mut closing: Option<Instant> = None;
     let close_grace = config.server.drain_grace;
+    // One timer for the connection's life (not one per accepted stream): it wakes the loop to
+    // look at draining and idleness while nothing arrives.
+    let mut tick = std::pin::pin!(monoio::time::sleep(DRAIN_CHECK));
     loop {
         // Draining is checked on every turn (a client opening streams faster than the check
         // interval must still get its GOAWAY), and a peer that never lets the graceful close
@@ -93,18 +98,23 @@ pub async fn serve(worker: Rc<Worker>, client: Conn, info: ConnInfo) {
             Some(since) if since.elapsed() > close_grace => return,
             _ => {}
         }
-        let next = monoio::time::timeout(DRAIN_CHECK, conn.accept()).await;
+        let next = std::future::poll_fn(|cx| match conn.poll_accept(cx) {
+            Poll::Ready(accepted) => Poll::Ready(Some(accepted)),
+            Poll::Pending => tick.as_mut().poll(cx).map(|()| None),
+        })
+        .await;
         let (request, mut respond) = match next {
-            Ok(Some(Ok(stream))) => stream,
-            Ok(Some(Err(e))) => {
+            Some(Some(Ok(stream))) => stream,
+            Some(Some(Err(e))) => {
                 if !e.is_go_away() && !e.is_io() {
                     tracing::info!(client = %info.peer, error = %e, "HTTP/2 connection error");
                 }
                 return;
             }
-            Ok(None) => return,
-            Err(_) => {
-                // Nothing arrived: close when draining or idle too long (after the streams in
+            Some(None) => return,
+            None => {
+                tick.set(monoio::time::sleep(DRAIN_CHECK));
+                // The tick: close when idle too long (after the streams in
                 // flight finish: GOAWAY first, then `accept` runs until it returns `None`).
                 idle_for = match live.get() {
                     0 => idle_for + DRAIN_CHECK,
@@ -164,7 +174,7 @@ async fn stream(
             ctx.grpc = parts
                 .headers
                 .get(http::header::CONTENT_TYPE)
-                .is_some_and(|v| media_type_starts_with(v.as_bytes(), "application/grpc"));
+                .is_some_and(|v| is_grpc_content_type(v.as_bytes()));
             tracing::info!(request_id = %ctx.request_id, client = %info.peer, error = %err, "request rejected");
             pipeline::rescue(&mut ctx, &mut client, err, config, true).await;
             ctx.outcome = Outcome::Rejected;

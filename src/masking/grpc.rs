@@ -146,7 +146,7 @@ impl GrpcFilter {
             }
         }
         let mut out = Vec::with_capacity(msg.len());
-        let mut raw_index = 0;
+        let (mut tensor_index, mut raw_index) = (0, 0);
         for field in fields(msg) {
             let f = field?;
             match f {
@@ -154,9 +154,16 @@ impl GrpcFilter {
                     number,
                     value: Value::Len(tensor),
                     ..
-                } if number == tensors && is_bytes_tensor(tensor)? => {
-                    let masked = self.output_tensor(tensor)?;
-                    put_len(&mut out, tensors, &masked);
+                } if number == tensors => {
+                    let bytes = bytes_outputs.get(tensor_index).copied().unwrap_or(false);
+                    tensor_index += 1;
+                    match bytes {
+                        true => {
+                            let masked = self.output_tensor(tensor)?;
+                            put_len(&mut out, tensors, &masked);
+                        }
+                        false => out.extend_from_slice(f.raw),
+                    }
                 }
                 Field {
                     number,

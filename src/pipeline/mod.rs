@@ -27,8 +27,8 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
+use crate::grpc::is_grpc_content_type;
 use crate::grpc::status::parse_timeout;
-use crate::http::headers::media_type_starts_with;
 use crate::http::{BodyFraming, RequestHead};
 use crate::http2::stream::{H2Recv, H2Send};
 use crate::identity::{Authenticator, Verified};
@@ -233,7 +233,7 @@ pub async fn handle(
     ctx.grpc = head
         .fields
         .get("content-type")
-        .is_some_and(|v| media_type_starts_with(v, "application/grpc"))
+        .is_some_and(is_grpc_content_type)
         || (ctx.http2 && head.path.starts_with(KSERVE_GRPC_SERVICE));
     // A gRPC caller's deadline bounds the whole exchange; when it passes, the call is over
     // (HTTP/2 only: what was sent on a stream is known after the exchange is dropped, while an

@@ -79,6 +79,41 @@ fn main() {
         .collect();
     let ac = AhoCorasick::new(&literals).expect("literals build");
 
+    if args.iter().any(|a| a == "--try-db") {
+        // Candidate database layouts, each with the 1000 literals, 4 KiB chunks, English and
+        // SSE JSON: MASK_DB holds layouts separated by blank lines, one pattern per line.
+        let layouts = std::env::var("MASK_DB").unwrap_or_default();
+        let lits: Vec<(String, u32)> = literals.iter().map(|l| (escape(l), 0)).collect();
+        let mut dbs = vec![("today".to_string(), patterns.clone())];
+        for (i, layout) in layouts.split("\n\n").enumerate() {
+            let mut pats: Vec<(String, u32)> = layout
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|l| (l.to_string(), 0))
+                .collect();
+            pats.extend(lits.iter().cloned());
+            dbs.push((format!("layout {}", i + 1), pats));
+        }
+        let en = english(size, &literals);
+        let js = sse(size, &literals);
+        for (name, pats) in dbs {
+            let (db, refused) = compile(&pats, vs::MODE_STREAM, 0);
+            let db = Arc::new(db);
+            println!(
+                "{name:>10}: {} patterns, English {:>6.0} MB/s, SSE JSON {:>6.0} MB/s {}",
+                pats.len(),
+                rate(budget, &en, 4096, || scan_only(&db)),
+                rate(budget, &js, 4096, || scan_only(&db)),
+                if refused.is_empty() {
+                    String::new()
+                } else {
+                    format!("refused: {}", refused.join(" | "))
+                }
+            );
+        }
+        return;
+    }
+
     if args.iter().any(|a| a == "--per-pattern") {
         // Where the scan time goes: each built-in alone, and the literals alone, 4 KiB chunks.
         let corpus = english(size, &literals);

@@ -105,6 +105,7 @@ fn run(durability: Durability, level: i32, streams: u64) -> Figures {
     let mut s = WriterSettings::new(&dir);
     s.durability = durability;
     s.zstd_level = level;
+    s.dictionary = modelgate::recorder::dictionary_for_writes(durability, level);
     s.segment_max_bytes = 1 << 40;
     let mut w = SegmentWriter::open(s, 0).unwrap();
     let header = std::fs::metadata(w.current_segment().unwrap())

@@ -237,7 +237,7 @@ impl RecordingSection {
                 },
                 zstd_level: self.zstd_level,
                 signing_key,
-                dictionary: dict::DEFAULT.to_vec(),
+                dictionary: dict::for_writes(durability, self.zstd_level),
             },
         })
     }
@@ -259,7 +259,7 @@ impl WriterSettings {
             retention: Retention::default(),
             zstd_level: d.zstd_level,
             signing_key: None,
-            dictionary: dict::DEFAULT.to_vec(),
+            dictionary: dict::for_writes(Durability::Event, d.zstd_level),
         }
     }
 }

@@ -48,7 +48,7 @@ pub use config::{
     Durability, FsyncPolicy, OnDiskError, RecorderConfig, RecordingSection, Retention,
     WriterSettings,
 };
-pub use dict::DEFAULT as DEFAULT_DICTIONARY;
+pub use dict::{for_writes as dictionary_for_writes, DEFAULT as DEFAULT_DICTIONARY};
 pub use model::{
     Action, Chunk, EndReason, Event, Head, Identity, PolicyDecision, ResponseHead, SessionEnd,
     SessionStart, Timing, Trailers,

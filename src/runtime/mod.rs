@@ -180,9 +180,11 @@ fn bind(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpLi
 pub(crate) fn build_runtime(choice: DriverChoice) -> std::io::Result<Runtime> {
     match choice {
         DriverChoice::Auto => RuntimeBuilder::<monoio::FusionDriver>::new()
+            .uring_builder(ring_setup())
             .enable_timer()
             .build(),
         DriverChoice::IoUring => RuntimeBuilder::<IoUringDriver>::new()
+            .uring_builder(ring_setup())
             .enable_timer()
             .build()
             .map(Into::into),
@@ -190,6 +192,21 @@ pub(crate) fn build_runtime(choice: DriverChoice) -> std::io::Result<Runtime> {
             .enable_timer()
             .build()
             .map(Into::into),
+    }
+}
+
+/// Ring flags for a ring only its own thread touches: completions' task work runs when the
+/// worker next enters the kernel instead of interrupting it (`COOP_TASKRUN`, Linux 5.19), and
+/// the kernel skips cross-thread submission locking (`SINGLE_ISSUER`, 6.0). A kernel that
+/// refuses them gets a plain ring (probed here, because monoio's fusion driver would otherwise
+/// fall back to epoll). `DEFER_TASKRUN` is not used: monoio submits without `GETEVENTS` while
+/// tasks are runnable, so completions would wait until the worker is idle.
+fn ring_setup() -> io_uring::Builder {
+    let mut tuned = io_uring::IoUring::builder();
+    tuned.setup_coop_taskrun().setup_single_issuer();
+    match tuned.build(8) {
+        Ok(_) => tuned,
+        Err(_) => io_uring::IoUring::builder(),
     }
 }
 

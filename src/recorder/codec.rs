@@ -21,7 +21,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Chunk, Event};
+use super::model::{Chunk, Event, ResponseHead, SessionEnd, SessionStart, Trailers};
 
 const TAG_START: u8 = 1;
 const TAG_CONTINUE: u8 = 2;
@@ -97,12 +97,10 @@ pub fn seal_message(worker: u32, seq: u64, records: u64, head: &[u8; 32]) -> Vec
 
 // === encoding ===
 
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+pub fn put_varint(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 10];
+    let n = varint_into(&mut buf, v);
+    out.extend_from_slice(&buf[..n]);
 }
 
 pub fn begin_payload(out: &mut Vec<u8>, index: u64) {
@@ -114,18 +112,37 @@ pub fn begin_payload(out: &mut Vec<u8>, index: u64) {
 /// than a panic; the reader would then flag the event.
 pub fn put_event(out: &mut Vec<u8>, sid: u64, event: &Event) {
     match event {
-        Event::SessionStart(s) => put_json(out, TAG_START, sid, s),
+        Event::SessionStart(s) => put_start(out, sid, s),
         Event::SessionContinue { request_id } => {
             put_head(out, TAG_CONTINUE, sid);
             put_bytes(out, request_id.as_bytes());
         }
         Event::RequestChunk(c) => put_chunk(out, TAG_REQUEST_CHUNK, sid, c.offset_us, &c.data),
-        Event::ResponseHead(h) => put_json(out, TAG_RESPONSE_HEAD, sid, h),
+        Event::ResponseHead(h) => put_response_head(out, sid, h),
         Event::ResponseChunk(c) => put_chunk(out, TAG_RESPONSE_CHUNK, sid, c.offset_us, &c.data),
         Event::UpstreamChunk(c) => put_chunk(out, TAG_UPSTREAM_CHUNK, sid, c.offset_us, &c.data),
-        Event::Trailers(t) => put_json(out, TAG_TRAILERS, sid, t),
-        Event::SessionEnd(e) => put_json(out, TAG_END, sid, e),
+        Event::Trailers(t) => put_trailers(out, sid, t),
+        Event::SessionEnd(e) => put_end(out, sid, e),
     }
+}
+
+// The metadata events by reference, so the writer need not build an owned `Event` (a copy of
+// every header string) for each.
+
+pub fn put_start(out: &mut Vec<u8>, sid: u64, start: &SessionStart) {
+    put_json(out, TAG_START, sid, start)
+}
+
+pub fn put_response_head(out: &mut Vec<u8>, sid: u64, head: &ResponseHead) {
+    put_json(out, TAG_RESPONSE_HEAD, sid, head)
+}
+
+pub fn put_trailers(out: &mut Vec<u8>, sid: u64, trailers: &Trailers) {
+    put_json(out, TAG_TRAILERS, sid, trailers)
+}
+
+pub fn put_end(out: &mut Vec<u8>, sid: u64, end: &SessionEnd) {
+    put_json(out, TAG_END, sid, end)
 }
 
 /// Appends a chunk without building an [`Event`] (the hot path: no copy of the body).
@@ -165,12 +182,29 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// JSON straight into `out`, then its length in front of it: no temporary buffer.
 fn put_json<T: Serialize>(out: &mut Vec<u8>, tag: u8, sid: u64, v: &T) {
     put_head(out, tag, sid);
-    put_bytes(
-        out,
-        &serde_json::to_vec(v).unwrap_or_else(|_| b"{}".to_vec()),
-    );
+    let at = out.len();
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.truncate(at);
+        out.extend_from_slice(b"{}");
+    }
+    let mut prefix = [0u8; 10];
+    let n = varint_into(&mut prefix, (out.len() - at) as u64);
+    out.splice(at..at, prefix[..n].iter().copied());
+}
+
+/// `v` as a varint in `buf`; returns its length.
+fn varint_into(buf: &mut [u8; 10], mut v: u64) -> usize {
+    let mut n = 0;
+    while v >= 0x80 {
+        buf[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    buf[n] = v as u8;
+    n + 1
 }
 
 // === decoding ===

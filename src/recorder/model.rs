@@ -219,6 +219,13 @@ pub fn redacted<'a>(
         .collect()
 }
 
+/// Whether any secret header still shows its value (the writer then redacts a copy).
+pub(crate) fn needs_redaction(headers: &[(String, String)]) -> bool {
+    headers
+        .iter()
+        .any(|(n, v)| is_secret(n) && *v != redact_value(n, v))
+}
+
 /// Redacts in place (the writer's second line of defence).
 pub(crate) fn redact_in_place(headers: &mut [(String, String)]) {
     for (n, v) in headers.iter_mut() {

@@ -33,7 +33,9 @@ use std::time::{Instant, SystemTime};
 use super::codec;
 use super::config::{Durability, FsyncPolicy, WriterSettings};
 use super::format::{self, SegmentHeader};
-use super::model::{redact_in_place, Event, ResponseHead, SessionEnd, SessionStart, Trailers};
+use super::model::{
+    needs_redaction, redact_in_place, Event, ResponseHead, SessionEnd, SessionStart, Trailers,
+};
 use super::segment::{resume_point, unix_us, Active};
 use super::sink::{ensure_private_dir, ensure_private_file, FileStorage, Storage};
 
@@ -153,16 +155,22 @@ impl SegmentWriter {
     /// here even if the caller did not.
     pub fn start_session(&mut self, start: &SessionStart) -> io::Result<SessionId> {
         let sid = SessionId(self.next_sid);
-        let mut start = start.clone();
-        redact_in_place(&mut start.request.headers);
+        let copy;
+        let start = match needs_redaction(&start.request.headers) {
+            false => start,
+            true => {
+                let mut s = start.clone();
+                redact_in_place(&mut s.request.headers);
+                copy = s;
+                &copy
+            }
+        };
         let open = OpenSession {
             request_id: start.request_id.clone(),
             record_request_body: start.record_request_body,
             record_upstream_body: start.record_upstream_body,
         };
-        self.push(Sync::Deferred, |out| {
-            codec::put_event(out, sid.0, &Event::SessionStart(Box::new(start)))
-        })?;
+        self.push(Sync::Deferred, |out| codec::put_start(out, sid.0, start))?;
         self.next_sid += 1;
         self.sessions.insert(sid, open);
         Ok(sid)
@@ -193,10 +201,18 @@ impl SegmentWriter {
 
     pub fn response_head(&mut self, sid: SessionId, head: &ResponseHead) -> io::Result<()> {
         self.session(sid)?;
-        let mut head = head.clone();
-        redact_in_place(&mut head.headers);
+        let copy;
+        let head = match needs_redaction(&head.headers) {
+            false => head,
+            true => {
+                let mut h = head.clone();
+                redact_in_place(&mut h.headers);
+                copy = h;
+                &copy
+            }
+        };
         self.push(Sync::Deferred, |out| {
-            codec::put_event(out, sid.0, &Event::ResponseHead(head))
+            codec::put_response_head(out, sid.0, head)
         })
     }
 
@@ -215,7 +231,7 @@ impl SegmentWriter {
     pub fn trailers(&mut self, sid: SessionId, trailers: &Trailers) -> io::Result<()> {
         self.session(sid)?;
         self.push(Sync::Deferred, |out| {
-            codec::put_event(out, sid.0, &Event::Trailers(trailers.clone()))
+            codec::put_trailers(out, sid.0, trailers)
         })
     }
 
@@ -224,9 +240,7 @@ impl SegmentWriter {
         self.session(sid)?;
         // The end is written at once: after a crash, an exchange that completed must not read
         // as cut off.
-        self.push(Sync::Now, |out| {
-            codec::put_event(out, sid.0, &Event::SessionEnd(end.clone()))
-        })?;
+        self.push(Sync::Now, |out| codec::put_end(out, sid.0, end))?;
         self.sessions.remove(&sid);
         Ok(())
     }

@@ -27,6 +27,7 @@ use h2::client::SendRequest;
 use crate::config::{Timeouts, Upstream as UpstreamConfig, UpstreamProtocol};
 use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
+use crate::http2::io::H2Io;
 use crate::http2::stream::h2_io;
 use crate::http2::{H2_SEND_BUFFER, H2_STREAM_WINDOW, H2_UPSTREAM_CONNECTION_WINDOW};
 
@@ -57,6 +58,8 @@ pub struct Pool {
     idle_timeout: Duration,
     tls: Option<Arc<UpstreamTls>>,
     protocol: UpstreamProtocol,
+    /// PING interval on HTTP/2 connections (`h2_keepalive`), `None` when off.
+    h2_keepalive: Option<Duration>,
 }
 
 /// One request's claim on an endpoint; counts as outstanding until dropped.
@@ -87,6 +90,7 @@ impl Pool {
             idle_timeout: cfg.pool_idle_timeout,
             tls: cfg.tls.clone(),
             protocol: cfg.protocol,
+            h2_keepalive: Some(cfg.h2_keepalive).filter(|d| !d.is_zero()),
         })
     }
 
@@ -169,13 +173,12 @@ impl Pool {
             .await
             .map_err(h2_io)?;
         // h2 spawns nothing: the connection makes progress only while this task polls it.
-        let name = self.name.clone();
-        let addr = ep.addr;
-        monoio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(upstream = %name, endpoint = %addr, error = %e, "HTTP/2 upstream connection ended");
-            }
-        });
+        monoio::spawn(drive_h2(
+            connection,
+            self.h2_keepalive,
+            self.name.clone(),
+            ep.addr,
+        ));
         *ep.h2.borrow_mut() = Some(sender.clone());
         sender.ready().await.map_err(h2_io)
     }
@@ -236,6 +239,46 @@ impl Pool {
             }
         }
         None
+    }
+}
+
+/// Runs an upstream HTTP/2 connection until it ends. With a keepalive interval, a PING goes
+/// out after each quiet interval and a connection that does not answer within the next one is
+/// dropped: a model server that vanished without a FIN or RST (host down, network partition)
+/// would otherwise be found only by the next call timing out on it. Dropping the connection
+/// fails its streams and the endpoint's cached sender, so the next call connects afresh.
+async fn drive_h2(
+    mut connection: h2::client::Connection<H2Io, Bytes>,
+    keepalive: Option<Duration>,
+    name: String,
+    addr: SocketAddr,
+) {
+    let pinger = keepalive.zip(connection.ping_pong());
+    let mut connection = std::pin::pin!(connection);
+    let Some((every, mut pinger)) = pinger else {
+        if let Err(e) = connection.await {
+            tracing::debug!(upstream = %name, endpoint = %addr, error = %e, "HTTP/2 upstream connection ended");
+        }
+        return;
+    };
+    loop {
+        let alive = async {
+            monoio::time::sleep(every).await;
+            let pong = monoio::time::timeout(every, pinger.ping(h2::Ping::opaque())).await;
+            matches!(pong, Ok(Ok(_)))
+        };
+        monoio::select! {
+            ended = &mut connection => {
+                if let Err(e) = ended {
+                    tracing::debug!(upstream = %name, endpoint = %addr, error = %e, "HTTP/2 upstream connection ended");
+                }
+                return;
+            }
+            answered = alive => if !answered {
+                tracing::warn!(upstream = %name, endpoint = %addr, after = ?every, "HTTP/2 upstream connection did not answer a PING; dropping it");
+                return;
+            }
+        }
     }
 }
 

@@ -411,3 +411,42 @@ fn grpc_calls_are_recorded_with_their_messages_and_trailers() {
     let verify = modelgate_cli(&["verify", dir.to_str().unwrap()]);
     assert_eq!(verify.code, Some(0), "{}", verify.stdout_str());
 }
+
+#[test]
+fn an_upstream_connection_that_stops_answering_pings_is_replaced() {
+    let server = KserveServer::start();
+    let config = grpc_config(&server.addr.to_string(), "none", "").replace(
+        "protocol = \"h2c\"",
+        "protocol = \"h2c\"\nh2_keepalive = \"1s\"",
+    );
+    let gw = Gateway::start(&config);
+
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "echo", "--text", "a"],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    let first = server.client_ports();
+    assert_eq!(first.len(), 1, "one multiplexed connection: {first:?}");
+
+    // A hung server: the PING after a quiet second goes unanswered for another second.
+    server.freeze(true);
+    let dropped = gw.wait_log(|l| {
+        l["message"] == "HTTP/2 upstream connection did not answer a PING; dropping it"
+    });
+    server.freeze(false);
+    assert_eq!(dropped["upstream"], "triton", "{dropped}");
+
+    // The next call goes out on a new connection and is answered.
+    let v = triton(
+        gw.addr,
+        &["--mode", "unary", "--model", "echo", "--text", "b"],
+    );
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["output"], "b");
+    let now = server.client_ports();
+    assert!(
+        !now.is_empty() && now.iter().all(|p| !first.contains(p)),
+        "the old connection {first:?} was replaced: {now:?}"
+    );
+}

@@ -93,6 +93,8 @@ pub struct Upstream {
     pub fail_backoff: Duration,
     pub max_idle_per_endpoint: usize,
     pub pool_idle_timeout: Duration,
+    /// PING interval on HTTP/2 upstream connections; zero = off.
+    pub h2_keepalive: Duration,
     /// TLS to the model servers, when `[upstream.tls]` is set.
     pub tls: Option<Arc<UpstreamTls>>,
     /// How requests are sent to the model servers.
@@ -239,6 +241,8 @@ mod file {
         pub max_idle_per_endpoint: usize,
         #[serde(default = "default_pool_idle")]
         pub pool_idle_timeout: Dur,
+        #[serde(default = "default_h2_keepalive")]
+        pub h2_keepalive: Dur,
         #[serde(default)]
         pub tls: Option<UpstreamTlsSection>,
         #[serde(default)]
@@ -253,6 +257,12 @@ mod file {
     }
     fn default_pool_idle() -> Dur {
         Dur::secs(30)
+    }
+    /// Off: gRPC servers by default answer PINGs on a connection without calls more often
+    /// than every 5 minutes with GOAWAY `too_many_pings`, so the interval is the operator's
+    /// choice, to be matched with the server's keepalive policy.
+    fn default_h2_keepalive() -> Dur {
+        Dur::secs(0)
     }
 
     #[derive(Deserialize)]
@@ -401,6 +411,7 @@ impl Config {
                 fail_backoff: u.fail_backoff.0,
                 max_idle_per_endpoint: u.max_idle_per_endpoint,
                 pool_idle_timeout: u.pool_idle_timeout.0,
+                h2_keepalive: u.h2_keepalive.0,
             });
         }
 

@@ -50,6 +50,39 @@ impl KserveServer {
         }
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: its kernel keeps the connections
+    /// open and acknowledges bytes, but nothing answers, as with a hung host.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {signal} the KServe server");
+    }
+
+    /// Local ports of the established TCP connections to this server (one per client
+    /// connection), from `ss`.
+    pub fn client_ports(&self) -> Vec<u16> {
+        let out = Command::new("ss")
+            .args(["-Htn", "state", "established"])
+            .arg(format!("dport = :{}", self.addr.port()))
+            .output()
+            .expect("run ss");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(2)?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    }
+
     /// What the server reported so far (`INFER echo`, `LOAD m`, …).
     pub fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()

@@ -107,6 +107,9 @@ impl Pool {
             tried[index] = true;
             let ep = &self.endpoints[index];
             let lease = Lease::new(self, index);
+            // Handshakes are boxed (here and in `h2_sender`): their futures are large (TLS,
+            // HTTP/2) and rare next to a pooled connection, and every request's future would
+            // otherwise carry their size.
             let connecting = async {
                 if self.protocol != UpstreamProtocol::Http1 {
                     return self.h2_sender(ep).await.map(Upstream::H2);
@@ -114,7 +117,7 @@ impl Pool {
                 if let Some(conn) = self.pooled(ep) {
                     return Ok(Upstream::H1(conn));
                 }
-                self.connect(ep.addr).await.map(Upstream::H1)
+                Box::pin(self.connect(ep.addr)).await.map(Upstream::H1)
             };
             match monoio::time::timeout(t.upstream_connect, connecting).await {
                 Ok(Ok(upstream)) => {
@@ -164,14 +167,17 @@ impl Pool {
                 }
             }
         }
-        let io = self.connect(ep.addr).await?.into_h2_io()?;
-        let (sender, connection) = h2::client::Builder::new()
-            .initial_window_size(H2_STREAM_WINDOW)
-            .initial_connection_window_size(H2_UPSTREAM_CONNECTION_WINDOW)
-            .max_send_buffer_size(H2_SEND_BUFFER)
-            .handshake::<_, Bytes>(io)
-            .await
-            .map_err(h2_io)?;
+        let (sender, connection) = Box::pin(async {
+            let io = self.connect(ep.addr).await?.into_h2_io()?;
+            h2::client::Builder::new()
+                .initial_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_UPSTREAM_CONNECTION_WINDOW)
+                .max_send_buffer_size(H2_SEND_BUFFER)
+                .handshake::<_, Bytes>(io)
+                .await
+                .map_err(h2_io)
+        })
+        .await?;
         // h2 spawns nothing: the connection makes progress only while this task polls it.
         monoio::spawn(drive_h2(
             connection,

@@ -123,24 +123,34 @@ impl Exchange<'_> {
                 self.respond(ctx, client_out(client), res, src).await?;
                 Ok(reusable.then_some(conn))
             }
-            Upstream::H2(sender) => {
-                let (response, mut up) = self.start_h2(ctx, sender)?;
-                match client {
-                    Client::H2(x) => self.duplex(ctx, x, response, &mut up).await?,
-                    Client::H1(conn) => {
-                        let mut src = Source::h1(conn, self.head.framing, max_trailer);
-                        let sent = self
-                            .request_body(&mut src, &mut Sink::H2(&mut up), ctx)
-                            .await;
-                        self.note_sent(ctx, sent)?;
-                        let (res, mut recv) = self.h2_response(response).await?;
-                        self.respond(ctx, ClientOut::H1(conn), res, Source::H2(&mut recv))
-                            .await?;
-                    }
-                }
-                Ok(None)
+            // Boxed: its state is large and would otherwise be part of (and copied with)
+            // every HTTP/1.1 exchange's future.
+            Upstream::H2(sender) => Box::pin(self.run_h2(ctx, client, sender)).await,
+        }
+    }
+
+    async fn run_h2(
+        &self,
+        ctx: &mut RequestCtx,
+        client: &mut Client<'_>,
+        sender: SendRequest<Bytes>,
+    ) -> Result<Option<Conn>, Error> {
+        let (response, mut up) = self.start_h2(ctx, sender)?;
+        match client {
+            Client::H2(x) => self.duplex(ctx, x, response, &mut up).await?,
+            Client::H1(conn) => {
+                let max_trailer = self.config.limits.max_trailer_bytes;
+                let mut src = Source::h1(conn, self.head.framing, max_trailer);
+                let sent = self
+                    .request_body(&mut src, &mut Sink::H2(&mut up), ctx)
+                    .await;
+                self.note_sent(ctx, sent)?;
+                let (res, mut recv) = self.h2_response(response).await?;
+                self.respond(ctx, ClientOut::H1(conn), res, Source::H2(&mut recv))
+                    .await?;
             }
         }
+        Ok(None)
     }
 
     /// Both directions at once (HTTP/2 on both sides). The response decides when the exchange
@@ -448,14 +458,24 @@ async fn unless_reset<T>(
     client: &mut Client<'_>,
     fut: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
-    match client {
-        Client::H1(_) => fut.await,
-        Client::H2(x) => unless_reset_h2(&mut x.send, fut).await,
-    }
+    let send = match client {
+        Client::H1(_) => None,
+        Client::H2(x) => Some(&mut x.send),
+    };
+    watch_reset(send, fut).await
 }
 
 async fn unless_reset_h2<T>(
     send: &mut H2Send,
+    fut: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    watch_reset(Some(send), fut).await
+}
+
+/// One poll loop for both: `fut` is pinned in place once, not moved into a second future per
+/// protocol (it holds an upstream read, and every HTTP/1.1 request would copy it).
+async fn watch_reset<T>(
+    mut send: Option<&mut H2Send>,
     fut: impl Future<Output = Result<T, Error>>,
 ) -> Result<T, Error> {
     let mut fut = pin!(fut);
@@ -463,6 +483,9 @@ async fn unless_reset_h2<T>(
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(out);
         }
+        let Some(send) = send.as_mut() else {
+            return Poll::Pending;
+        };
         send.poll_reset(cx).map(|()| {
             let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
             Err(Error::downstream(ErrorKind::ClientClosed(reset)))

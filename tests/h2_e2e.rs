@@ -322,6 +322,32 @@ fn h2_requests_with_transfer_encoding_or_a_wrong_content_length_never_reach_the_
 }
 
 #[test]
+fn a_refusal_sent_before_the_body_arrived_lets_the_small_body_finish_instead_of_resetting() {
+    let up = describing_upstream();
+    let config =
+        basic_config(&up.url(), "").replace("path_prefix = \"/\"", "path_prefix = \"/v1/\"");
+    let gw = Gateway::start(&config);
+    let mut s = h2raw::connect(gw.addr);
+    // A POST to no route: refused (404) from its head alone, while its body is still to come.
+    let post = h2raw::post_block("/nowhere", &[("content-length", "5")]);
+    s.write_all(&frame(HEADERS, END_HEADERS, 1, &post)).unwrap();
+    let answer = h2raw::frames_on(&mut s, 1, Duration::from_millis(300), GUARD);
+    assert_eq!(answer.first(), Some(&(HEADERS, END_HEADERS)), "{answer:?}");
+    assert!(answer.contains(&(DATA, END_STREAM)), "{answer:?}");
+    // Then the body, as a client whose upload was still on its way would send it: the stream
+    // ends on it, with no RST_STREAM that a client could mistake for a failed call.
+    s.write_all(&frame(DATA, END_STREAM, 1, b"hello")).unwrap();
+    let after = h2raw::frames_on(&mut s, 1, Duration::from_millis(300), GUARD);
+    let resets: Vec<_> = answer
+        .iter()
+        .chain(&after)
+        .filter(|(kind, _)| *kind == RST_STREAM)
+        .collect();
+    assert!(resets.is_empty(), "{answer:?} then {after:?}");
+    still_serving_path(&gw, "/v1/ok");
+}
+
+#[test]
 fn a_client_cancelling_its_call_stops_the_model_servers_work() {
     // The model server takes the request and would take minutes to answer; it notices the
     // gateway giving up on it when its connection closes.

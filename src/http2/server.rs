@@ -31,6 +31,11 @@ use crate::identity::Verified;
 use crate::pipeline::{self, Client, H2Exchange, Outcome, RequestCtx};
 use crate::runtime::Worker;
 
+/// How much of an unread request body is drained after the response, and for how long, before
+/// the stream is reset instead (see `H2Recv::linger`).
+const LINGER_BYTES: usize = 64 * 1024;
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Streams reset by the client before we accepted them, per connection.
 const MAX_PENDING_RESETS: usize = 20;
 /// Streams we reset for the client's protocol errors, per connection.
@@ -195,5 +200,9 @@ async fn stream(
     pipeline::handle(&mut ctx, &mut client, &head, &generation, false).await;
     if config.log.access_log {
         crate::log::access(&ctx);
+    }
+    // A refusal answers before the body is read: let a small one finish arriving.
+    if !exchange.body.is_end() {
+        exchange.body.linger(LINGER_BYTES, LINGER).await;
     }
 }

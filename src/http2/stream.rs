@@ -8,7 +8,7 @@
 //! so a slow reader stalls us instead of growing a buffer.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -86,6 +86,28 @@ impl H2Recv {
                 Ok(data.len())
             }
             None => Ok(0),
+        }
+    }
+
+    /// After an answer that did not need the rest of the body (a refusal, an early response):
+    /// reads and drops what the client is still sending, up to `max_bytes` and `within`, so
+    /// a small body's stream ends with the client's own END_STREAM. Otherwise `h2` ends it with
+    /// RST_STREAM(NO_ERROR), which RFC 9113 §8.1 allows but clients race: curl 7.88 (Debian 12)
+    /// reports a stream error instead of the complete 401 it was sent when the reset arrives
+    /// before its upload went out.
+    pub async fn linger(&mut self, max_bytes: usize, within: Duration) {
+        self.ahead.clear();
+        let deadline = Instant::now() + within;
+        let mut seen = 0;
+        while !self.data_done && seen < max_bytes {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.data(left).await {
+                Ok(Some(data)) => {
+                    seen += data.len();
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                }
+                Ok(None) | Err(_) => return,
+            }
         }
     }
 

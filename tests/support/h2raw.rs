@@ -82,6 +82,49 @@ pub fn wait_reset(s: &mut TcpStream, stream: u32, limit: Duration) -> Option<u32
     None
 }
 
+/// Frames the server sent on `stream`, as (type, flags), read until the connection has been
+/// quiet for `quiet` (or closed, or `limit` passed).
+pub fn frames_on(
+    s: &mut TcpStream,
+    stream: u32,
+    quiet: Duration,
+    limit: Duration,
+) -> Vec<(u8, u8)> {
+    let deadline = std::time::Instant::now() + limit;
+    let mut last = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while std::time::Instant::now() < deadline && last.elapsed() < quiet {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                last = std::time::Instant::now();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+        while buf.len() >= 9 {
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            if id == stream {
+                out.push((buf[3], buf[4]));
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    out
+}
+
 /// A literal header field without indexing, name from static table index `name` (< 15).
 pub fn literal(out: &mut Vec<u8>, name: u8, value: &str) {
     assert!(name < 15 && value.len() < 127);

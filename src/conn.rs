@@ -20,6 +20,13 @@ use crate::tls::TlsIo;
 /// Read sizes: small enough to keep per-connection memory low, large enough for bulk bodies.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// After an answer sent before the request body was read: how much of the rest is read and
+/// dropped, and for how long, before the connection (HTTP/1.1) or stream (HTTP/2) is closed
+/// anyway. Closing with the client's bytes unread makes the kernel answer with RST (HTTP/2:
+/// `h2` sends RST_STREAM), and a client whose upload is still going can lose the answer to it.
+pub const LINGER_BYTES: usize = 64 * 1024;
+pub const LINGER: Duration = Duration::from_secs(1);
+
 /// Why a read did not produce bytes.
 #[derive(Debug)]
 pub enum ReadError {
@@ -104,6 +111,29 @@ impl Conn {
                 res.map_err(ReadError::Io)
             }
             Err(_) => Err(ReadError::TimedOut),
+        }
+    }
+
+    /// Closes after an early answer (see [`LINGER`]): our side is shut down, so the client sees
+    /// the end of the answer, then what it still sends is read and dropped until it closes too
+    /// or the limits pass.
+    pub async fn linger_close(&mut self, max_bytes: usize, within: Duration) {
+        use std::os::fd::AsRawFd;
+        let fd = match &self.io {
+            Io::Tcp(s) => s.as_raw_fd(),
+            Io::Tls(t) => t.tcp.as_raw_fd(),
+        };
+        // SAFETY: `fd` is the open socket this `Conn` owns; shutdown does not close it.
+        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+        let deadline = std::time::Instant::now() + within;
+        let mut seen = 0;
+        while seen < max_bytes {
+            self.buf.clear();
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.fill(left).await {
+                Ok(n) if n > 0 => seen += n,
+                _ => return,
+            }
         }
     }
 

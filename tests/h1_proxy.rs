@@ -530,3 +530,41 @@ fn request_body_in_lockstep(driver: Driver, chunked: bool) {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.body_str(), parts.concat());
 }
+
+#[test]
+fn an_answer_sent_before_the_body_was_read_lets_the_client_finish_its_upload() {
+    use std::io::Read;
+    let up = Upstream::ok("hello");
+    let config =
+        basic_config(&up.url(), "").replace("path_prefix = \"/\"", "path_prefix = \"/v1/\"");
+    let gw = Gateway::start(&config);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    // Refused from the head alone (no route): the answer comes before any of the body.
+    s.write_all(b"POST /nowhere HTTP/1.1\r\nhost: x\r\ncontent-length: 40000\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+        let n = s.read(&mut chunk).expect("the answer");
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 404"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The client, still uploading, can finish: the gateway reads and drops the rest instead of
+    // closing on unread bytes (which would reset the connection under the client's writes).
+    for piece in [0u8; 40000].chunks(4000) {
+        s.write_all(piece)
+            .expect("the upload goes on after the answer");
+        thread::sleep(Duration::from_millis(10));
+    }
+    // And then the gateway's end of the connection: a clean EOF.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest)
+        .expect("a clean close, not a reset");
+    assert!(up.requests().is_empty(), "nothing reached the model server");
+}

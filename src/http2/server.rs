@@ -23,18 +23,13 @@ use bytes::Bytes;
 use super::convert::request_head;
 use super::stream::{H2Recv, H2Send};
 use super::{H2_CONNECTION_WINDOW, H2_SEND_BUFFER, H2_STREAM_WINDOW, MAX_CONCURRENT_STREAMS};
-use crate::conn::Conn;
+use crate::conn::{Conn, LINGER, LINGER_BYTES};
 use crate::error::Error;
 use crate::grpc::is_grpc_content_type;
 use crate::http::head::HeadLimits;
 use crate::identity::Verified;
 use crate::pipeline::{self, Client, H2Exchange, Outcome, RequestCtx};
 use crate::runtime::Worker;
-
-/// How much of an unread request body is drained after the response, and for how long, before
-/// the stream is reset instead (see `H2Recv::linger`).
-const LINGER_BYTES: usize = 64 * 1024;
-const LINGER: Duration = Duration::from_secs(1);
 
 /// Streams reset by the client before we accepted them, per connection.
 const MAX_PENDING_RESETS: usize = 20;

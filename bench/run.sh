@@ -34,6 +34,8 @@ AUTH_BENCH=${AUTH_BENCH:-$ROOT/target/release/examples/auth-bench}
 # A/B: MODELGATE_BASE=/path/to/older/modelgate adds the variant `modelgate_base`, that binary with
 # the plain config (BASE_AUTH= for builds from before `auth` existed: no auth line).
 MODELGATE_BASE=${MODELGATE_BASE:-}
+# BASE_VARIANT=modelgate_rec (or _mask) runs the baseline with that variant's config instead.
+BASE_VARIANT=${BASE_VARIANT:-}
 [ -n "$MODELGATE_BASE" ] && MG_VARIANTS="modelgate_base $MG_VARIANTS"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -380,7 +382,9 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
         [ "$v" = modelgate_auth ] && auth=required
         [ "$v" = modelgate_base ] && { auth=${BASE_AUTH-none}; bin=$MODELGATE_BASE; }
         write_modelgate_conf "$T/$name.toml" "$port" "$oport" "$auth"
-        variant_toml "$v" "$T/$name" >>"$T/$name.toml"
+        local as=$v
+        [ "$v" = modelgate_base ] && [ -n "$BASE_VARIANT" ] && as=$BASE_VARIANT
+        variant_toml "$as" "$T/$name" >>"$T/$name.toml"
         if [ "$load" = tls-1k ]; then
             printf '\n[server.tls]\ncert_file = "%s"\nkey_file = "%s"\n' "$T/tls/cert.pem" "$T/tls/key.pem" >>"$T/$name.toml"
         fi
@@ -441,7 +445,7 @@ label() {
         direct) echo "direct (no proxy)" ;;
         nginx) echo "nginx ${NGINX_V#nginx/} (1 worker)" ;;
         modelgate) echo "modelgate (1 worker)" ;;
-        modelgate_base) echo "modelgate baseline ($MODELGATE_BASE)" ;;
+        modelgate_base) echo "modelgate baseline ($MODELGATE_BASE)${BASE_VARIANT:+ as $BASE_VARIANT}" ;;
         modelgate_rec) echo "modelgate + recording (event durability)" ;;
         modelgate_mask) echo "modelgate + masking (built-ins + 1000 literals)" ;;
         modelgate_auth) echo "modelgate + authn + policy (cached ES256 token)" ;;

@@ -49,6 +49,33 @@ pub fn post_block(path: &str, fields: &[(&str, &str)]) -> Vec<u8> {
     b
 }
 
+/// One frame read off the server.
+pub struct Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Splits the complete frames off the front of `buf`.
+fn take_frames(buf: &mut Vec<u8>) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while buf.len() >= 9 {
+        let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+        if buf.len() < 9 + len {
+            break;
+        }
+        out.push(Frame {
+            kind: buf[3],
+            flags: buf[4],
+            stream: u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff,
+            payload: buf[9..9 + len].to_vec(),
+        });
+        buf.drain(..9 + len);
+    }
+    out
+}
+
 /// The RST_STREAM error code the server sent for `stream`, reading frames until one arrives,
 /// the connection closes, or `limit` passes.
 pub fn wait_reset(s: &mut TcpStream, stream: u32, limit: Duration) -> Option<u32> {
@@ -66,17 +93,15 @@ pub fn wait_reset(s: &mut TcpStream, stream: u32, limit: Duration) -> Option<u32
                 ) => {}
             Err(_) => return None,
         }
-        while buf.len() >= 9 {
-            let len =
-                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
+        for f in take_frames(&mut buf) {
+            if f.kind == RST_STREAM && f.stream == stream && f.payload.len() == 4 {
+                return Some(u32::from_be_bytes([
+                    f.payload[0],
+                    f.payload[1],
+                    f.payload[2],
+                    f.payload[3],
+                ]));
             }
-            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            if buf[3] == RST_STREAM && id == stream && len == 4 {
-                return Some(u32::from_be_bytes([buf[9], buf[10], buf[11], buf[12]]));
-            }
-            buf.drain(..9 + len);
         }
     }
     None
@@ -109,17 +134,10 @@ pub fn frames_on(
                 ) => {}
             Err(_) => break,
         }
-        while buf.len() >= 9 {
-            let len =
-                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
+        for f in take_frames(&mut buf) {
+            if f.stream == stream {
+                out.push((f.kind, f.flags));
             }
-            let id = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
-            if id == stream {
-                out.push((buf[3], buf[4]));
-            }
-            buf.drain(..9 + len);
         }
     }
     out
@@ -179,17 +197,11 @@ pub fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Ending {
                 break;
             }
         }
-        while buf.len() >= 9 {
-            let len =
-                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
-            if buf.len() < 9 + len {
-                break;
+        for f in take_frames(&mut buf) {
+            if f.kind == GOAWAY && f.payload.len() >= 8 {
+                let p = &f.payload;
+                ending.goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
             }
-            if buf[3] == GOAWAY && len >= 8 {
-                let code = u32::from_be_bytes([buf[13], buf[14], buf[15], buf[16]]);
-                ending.goaway = Some(code);
-            }
-            buf.drain(..9 + len);
         }
     }
     ending

@@ -568,3 +568,36 @@ fn an_answer_sent_before_the_body_was_read_lets_the_client_finish_its_upload() {
         .expect("a clean close, not a reset");
     assert!(up.requests().is_empty(), "nothing reached the model server");
 }
+
+#[test]
+fn an_http10_request_without_host_reaches_the_upstream_with_the_groups_name_as_host() {
+    let up = Upstream::ok("hello");
+    let gw = Gateway::start(&basic_config(&up.url(), ""));
+    let mut c = gw.connect();
+    let resp = c.request("GET /v1/models HTTP/1.0\r\n\r\n");
+    assert_eq!(resp.status(), 200);
+    // The upstream request is HTTP/1.1, which must name a host: the group's, as nginx's
+    // `$proxy_host` (found by the h1_request_head fuzz target: no Host was sent at all).
+    let (_, req) = &up.wait_requests(1)[0];
+    assert_eq!(req.head.header("host"), Some("models"), "{:?}", req.head);
+    assert_eq!(req.head.headers_named("host").len(), 1);
+}
+
+#[test]
+fn an_absolute_form_target_decides_the_upstream_host_whatever_the_host_field_says() {
+    let up = Upstream::ok("hello");
+    let gw = Gateway::start(&basic_config(&up.url(), ""));
+    let mut c = gw.connect();
+    // RFC 9112 §3.2.2: with an absolute-form target the Host field is ignored; it must not
+    // reach the model server either (found by the h1_request_head fuzz target).
+    let resp = c.request("GET http://a.example/v1/models HTTP/1.1\r\nHost: b.example\r\n\r\n");
+    assert_eq!(resp.status(), 200);
+    let (_, req) = &up.wait_requests(1)[0];
+    assert_eq!(
+        req.head.headers_named("host"),
+        vec!["a.example"],
+        "{:?}",
+        req.head
+    );
+    assert_eq!(req.head.target(), "/v1/models");
+}

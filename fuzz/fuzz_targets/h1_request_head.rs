@@ -25,6 +25,7 @@ fuzz_target!(|data: &[u8]| {
         request_id: "fuzz",
         drop: &["authorization"],
         identity: Some(("x-modelgate-identity", "a.b.c")),
+        fallback_host: "upstream",
     };
     let mut out = BytesMut::new();
     encode_request_head(&head, head.framing, &fwd, &mut out);

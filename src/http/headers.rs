@@ -84,6 +84,9 @@ pub struct Forwarding<'a> {
     pub drop: &'a [&'a str],
     /// The identity assertion: header name and signed value.
     pub identity: Option<(&'a str, &'a str)>,
+    /// `Host` for a request that named none (HTTP/1.0 without `Host`): the upstream group's
+    /// name, as nginx sends `$proxy_host`. An HTTP/1.1 request must carry one.
+    pub fallback_host: &'a str,
 }
 
 /// Writes the upstream request head: origin-form target, the client's end-to-end fields,
@@ -122,7 +125,14 @@ pub fn request_fields(
     fwd: &Forwarding<'_>,
     out: &mut impl FieldSink,
 ) {
-    let mut host_written = false;
+    // The authority the request was routed by, never the client's `Host` field as sent: with
+    // an absolute-form target the field is ignored (RFC 9112 §3.2.2) and may hold anything
+    // (found by the h1_request_head fuzz target).
+    let host = match req.host.as_str() {
+        "" => fwd.fallback_host,
+        host => host,
+    };
+    out.field(b"host", host.as_bytes());
     let mut xff: Option<Vec<u8>> = None;
     // HTTP/2 splits cookies into one field per pair (RFC 9113 §8.2.3); an HTTP/1.1 server
     // expects one `Cookie` line, so several are joined with "; " (one is passed as it is).
@@ -148,6 +158,9 @@ pub fn request_fields(
             }
             continue;
         }
+        if name.eq_ignore_ascii_case(b"host") {
+            continue;
+        }
         if name.eq_ignore_ascii_case(b"x-forwarded-for") {
             let list = xff.get_or_insert_with(Vec::new);
             if !list.is_empty() {
@@ -167,11 +180,7 @@ pub fn request_fields(
         {
             continue;
         }
-        host_written |= name.eq_ignore_ascii_case(b"host");
         out.field(name, value);
-    }
-    if !host_written && !req.host.is_empty() {
-        out.field(b"host", req.host.as_bytes());
     }
     let mut list = xff.unwrap_or_default();
     if !list.is_empty() {

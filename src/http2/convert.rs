@@ -259,6 +259,7 @@ mod tests {
             request_id: "r1",
             drop: &[],
             identity: None,
+            fallback_host: "models",
         };
         let mut out = bytes::BytesMut::new();
         crate::http::headers::encode_request_head(&head, BodyFraming::Empty, &fwd, &mut out);

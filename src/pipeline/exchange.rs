@@ -278,6 +278,7 @@ impl Exchange<'_> {
             identity: identity
                 .zip(assertion.as_deref())
                 .map(|(i, a)| (i.assertion_header.as_str(), a)),
+            fallback_host: self.pool_name,
         })
     }
 

@@ -59,8 +59,9 @@ pub(crate) struct StartFinder {
 pub(crate) enum Span {
     /// At the end of the detector's end-marker pattern.
     Marker,
-    /// At the first byte outside the set.
-    WhileIn(ByteSet),
+    /// At the first byte outside `class`, or where `stop` begins (so a span cannot swallow
+    /// the start marker of another span detector).
+    WhileIn { class: ByteSet, stop: &'static [u8] },
 }
 
 /// What a vectorscan pattern id stands for.

@@ -28,8 +28,9 @@
 //!
 //! # Spans
 //! A span detector's match opens a region that is replaced as it streams (`[REDACTED:x]` once,
-//! or one `*` per character) until its end marker or the first byte outside its class, so a
-//! 3 KiB PEM key needs no hold. Candidates starting inside the region are dropped.
+//! or one `*` per character) until its end marker or the first byte outside its class (or its
+//! stop sequence: a JWT span ends where a PEM armour line `-----` begins), so a 3 KiB PEM key
+//! needs no hold. Candidates starting inside the region are dropped.
 //!
 //! # Failing closed
 //! After an error the engine is poisoned ([`MaskError::Poisoned`]); held text never goes out.
@@ -328,16 +329,24 @@ impl Engine {
                 .filter(|&&(det, end)| det == span.det && end > span.trigger_end)
                 .map(|&(_, end)| end)
                 .min(),
-            Some(Span::WhileIn(class)) => self
-                .slice(self.released, self.offset)
-                .iter()
-                .position(|&b| !class.contains(b))
-                .map(|p| self.released + p as u64),
+            Some(Span::WhileIn { class, stop }) => {
+                let text = self.slice(self.released, self.offset);
+                let outside = text.iter().position(|&b| !class.contains(b));
+                let stopped = find(text, stop);
+                outside
+                    .into_iter()
+                    .chain(stopped)
+                    .min()
+                    .map(|p| self.released + p as u64)
+            }
             None => Some(self.released),
         };
         let (end, closed) = match close {
             Some(end) => (end.clamp(self.released, self.offset), true),
-            None => (self.offset, last),
+            // Not closed yet: a tail that could begin the stop sequence waits for more text,
+            // so where the span ends never depends on where the text was cut.
+            None if !last => (self.offset - self.stop_prefix_at_end(span.det), false),
+            None => (self.offset, true),
         };
         if !self.detect && detector.action == Action::Mask {
             action::stars(action::chars(self.slice(self.released, end)), out);
@@ -347,6 +356,19 @@ impl Engine {
             self.span = None;
         }
         closed
+    }
+
+    /// Length of the longest tail of the unreleased text that is a proper prefix of the open
+    /// span's stop sequence (0 for spans without one).
+    fn stop_prefix_at_end(&self, det: u32) -> u64 {
+        let Some(Span::WhileIn { stop, .. }) = self.masker.detectors[det as usize].span else {
+            return 0;
+        };
+        let text = self.slice(self.released, self.offset);
+        (1..stop.len().min(text.len() + 1))
+            .rev()
+            .find(|&n| text.ends_with(&stop[..n]))
+            .map_or(0, |n| n as u64)
     }
 
     fn emit_raw(&mut self, to: u64, out: &mut Vec<u8>) {
@@ -365,4 +387,12 @@ impl Engine {
         let hi = (to.saturating_sub(self.base) as usize).clamp(lo, self.buf.len());
         &self.buf[lo..hi]
     }
+}
+
+/// Where `needle` first occurs in `hay` (an empty needle never does).
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
 }

@@ -173,7 +173,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         caseless: false,
         anywhere: "A-Za-z0-9_-",
         first: "g",
-        validator: None,
+        validator: Some(validate::no_armour_line),
         span: None,
     },
     Builtin {
@@ -184,7 +184,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         caseless: false,
         anywhere: "A-Za-z0-9-",
         first: "x",
-        validator: None,
+        validator: Some(validate::no_armour_line),
         span: None,
     },
     Builtin {
@@ -195,7 +195,7 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         caseless: false,
         anywhere: "A-Za-z0-9_-",
         first: "s",
-        validator: None,
+        validator: Some(validate::no_armour_line),
         span: None,
     },
     Builtin {

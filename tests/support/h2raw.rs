@@ -57,6 +57,28 @@ pub struct Frame {
     pub payload: Vec<u8>,
 }
 
+/// One read onto `buf`: `Some(true)` bytes came, `Some(false)` none yet (the read timed out),
+/// `None` the connection ended.
+fn read_some(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<bool> {
+    let mut chunk = [0u8; 16384];
+    match s.read(&mut chunk) {
+        Ok(0) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(true)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Some(false)
+        }
+        Err(_) => None,
+    }
+}
+
 /// Splits the complete frames off the front of `buf`.
 fn take_frames(buf: &mut Vec<u8>) -> Vec<Frame> {
     let mut out = Vec::new();
@@ -81,18 +103,8 @@ fn take_frames(buf: &mut Vec<u8>) -> Vec<Frame> {
 pub fn wait_reset(s: &mut TcpStream, stream: u32, limit: Duration) -> Option<u32> {
     let deadline = std::time::Instant::now() + limit;
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
     while std::time::Instant::now() < deadline {
-        match s.read(&mut chunk) {
-            Ok(0) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => return None,
-        }
+        read_some(s, &mut buf)?;
         for f in take_frames(&mut buf) {
             if f.kind == RST_STREAM && f.stream == stream && f.payload.len() == 4 {
                 return Some(u32::from_be_bytes([
@@ -119,20 +131,11 @@ pub fn frames_on(
     let mut last = std::time::Instant::now();
     let mut buf = Vec::new();
     let mut out = Vec::new();
-    let mut chunk = [0u8; 16384];
     while std::time::Instant::now() < deadline && last.elapsed() < quiet {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                last = std::time::Instant::now();
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => break,
+        match read_some(s, &mut buf) {
+            None => break,
+            Some(true) => last = std::time::Instant::now(),
+            Some(false) => {}
         }
         for f in take_frames(&mut buf) {
             if f.stream == stream {
@@ -175,27 +178,10 @@ pub fn read_until_closed(s: &mut TcpStream, limit: Duration) -> Ending {
     let deadline = std::time::Instant::now() + limit;
     let mut buf = Vec::new();
     let mut ending = Ending::default();
-    let mut chunk = [0u8; 16384];
     while std::time::Instant::now() < deadline {
-        match s.read(&mut chunk) {
-            Ok(0) | Err(_) if ending.goaway.is_some() => {
-                ending.closed = true;
-                break;
-            }
-            Ok(0) => {
-                ending.closed = true;
-                break;
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(_) => {
-                ending.closed = true;
-                break;
-            }
+        if read_some(s, &mut buf).is_none() {
+            ending.closed = true;
+            break;
         }
         for f in take_frames(&mut buf) {
             if f.kind == GOAWAY && f.payload.len() >= 8 {

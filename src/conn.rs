@@ -117,7 +117,7 @@ impl Conn {
     /// Closes after an early answer (see [`LINGER`]): our side is shut down, so the client sees
     /// the end of the answer, then what it still sends is read and dropped until it closes too
     /// or the limits pass.
-    pub async fn linger_close(&mut self, max_bytes: usize, within: Duration) {
+    pub async fn linger_close(&mut self) {
         use std::os::fd::AsRawFd;
         let fd = match &self.io {
             Io::Tcp(s) => s.as_raw_fd(),
@@ -125,9 +125,9 @@ impl Conn {
         };
         // SAFETY: `fd` is the open socket this `Conn` owns; shutdown does not close it.
         unsafe { libc::shutdown(fd, libc::SHUT_WR) };
-        let deadline = std::time::Instant::now() + within;
+        let deadline = std::time::Instant::now() + LINGER;
         let mut seen = 0;
-        while seen < max_bytes {
+        while seen < LINGER_BYTES {
             self.buf.clear();
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.fill(left).await {

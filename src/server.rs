@@ -16,7 +16,7 @@ use std::time::Instant;
 use monoio::net::TcpStream;
 
 use crate::config::Config;
-use crate::conn::{Conn, ReadError, LINGER, LINGER_BYTES};
+use crate::conn::{Conn, ReadError};
 use crate::error::{Error, ErrorKind};
 use crate::http::head::HeadLimits;
 use crate::http::{parse_request, RequestHead};
@@ -89,7 +89,7 @@ pub async fn serve(worker: Rc<Worker>, stream: TcpStream, peer: SocketAddr) {
         }
         if next == Next::Close {
             if !ctx.request_done {
-                client.linger_close(LINGER_BYTES, LINGER).await;
+                client.linger_close().await;
             }
             return;
         }
@@ -182,7 +182,7 @@ async fn reject(client: &mut Conn, err: Error, worker: &Worker, peer: SocketAddr
     if config.log.access_log {
         crate::log::access(&ctx);
     }
-    client.linger_close(LINGER_BYTES, LINGER).await;
+    client.linger_close().await;
 }
 
 /// Reads the first bytes of a plain connection far enough to tell the HTTP/2 preface from an

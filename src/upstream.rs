@@ -259,18 +259,16 @@ async fn drive_h2(
     name: String,
     addr: SocketAddr,
 ) {
-    let pinger = keepalive.zip(connection.ping_pong());
+    let mut pinger = keepalive.zip(connection.ping_pong());
     let mut connection = std::pin::pin!(connection);
-    let Some((every, mut pinger)) = pinger else {
-        if let Err(e) = connection.await {
-            tracing::debug!(upstream = %name, endpoint = %addr, error = %e, "HTTP/2 upstream connection ended");
-        }
-        return;
-    };
     loop {
+        // Without keepalive this never completes and the loop runs once.
         let alive = async {
-            monoio::time::sleep(every).await;
-            let pong = monoio::time::timeout(every, pinger.ping(h2::Ping::opaque())).await;
+            let Some((every, pinger)) = &mut pinger else {
+                return std::future::pending().await;
+            };
+            monoio::time::sleep(*every).await;
+            let pong = monoio::time::timeout(*every, pinger.ping(h2::Ping::opaque())).await;
             matches!(pong, Ok(Ok(_)))
         };
         monoio::select! {
@@ -281,7 +279,7 @@ async fn drive_h2(
                 return;
             }
             answered = alive => if !answered {
-                tracing::warn!(upstream = %name, endpoint = %addr, after = ?every, "HTTP/2 upstream connection did not answer a PING; dropping it");
+                tracing::warn!(upstream = %name, endpoint = %addr, after = ?keepalive, "HTTP/2 upstream connection did not answer a PING; dropping it");
                 return;
             }
         }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use super::convert::request_head;
 use super::stream::{H2Recv, H2Send};
 use super::{H2_CONNECTION_WINDOW, H2_SEND_BUFFER, H2_STREAM_WINDOW, MAX_CONCURRENT_STREAMS};
-use crate::conn::{Conn, LINGER, LINGER_BYTES};
+use crate::conn::Conn;
 use crate::error::Error;
 use crate::grpc::is_grpc_content_type;
 use crate::http::head::HeadLimits;
@@ -198,6 +198,6 @@ async fn stream(
     }
     // A refusal answers before the body is read: let a small one finish arriving.
     if !exchange.body.is_end() {
-        exchange.body.linger(LINGER_BYTES, LINGER).await;
+        exchange.body.linger().await;
     }
 }

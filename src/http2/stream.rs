@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 
-use crate::conn::ReadError;
+use crate::conn::{ReadError, LINGER, LINGER_BYTES};
 use crate::http::head::Fields;
 
 use super::convert::{fields_from_map, trailers_map};
@@ -90,16 +90,16 @@ impl H2Recv {
     }
 
     /// After an answer that did not need the rest of the body (a refusal, an early response):
-    /// reads and drops what the client is still sending, up to `max_bytes` and `within`, so
+    /// reads and drops what the client is still sending, up to [`LINGER_BYTES`] and [`LINGER`], so
     /// a small body's stream ends with the client's own END_STREAM. Otherwise `h2` ends it with
     /// RST_STREAM(NO_ERROR), which RFC 9113 §8.1 allows but clients race: curl 7.88 (Debian 12)
     /// reports a stream error instead of the complete 401 it was sent when the reset arrives
     /// before its upload went out.
-    pub async fn linger(&mut self, max_bytes: usize, within: Duration) {
+    pub async fn linger(&mut self) {
         self.ahead.clear();
-        let deadline = Instant::now() + within;
+        let deadline = Instant::now() + LINGER;
         let mut seen = 0;
-        while !self.data_done && seen < max_bytes {
+        while !self.data_done && seen < LINGER_BYTES {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.data(left).await {
                 Ok(Some(data)) => {

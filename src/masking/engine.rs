@@ -322,6 +322,8 @@ impl Engine {
     fn run_span(&mut self, last: bool, out: &mut Vec<u8>) -> bool {
         let Some(span) = self.span else { return true };
         let detector = &self.masker.detectors[span.det as usize];
+        // Tail bytes that could still begin the span's stop sequence.
+        let mut unsure = 0;
         let close = match detector.span {
             Some(Span::Marker) => self
                 .span_ends
@@ -332,12 +334,11 @@ impl Engine {
             Some(Span::WhileIn { class, stop }) => {
                 let text = self.slice(self.released, self.offset);
                 let outside = text.iter().position(|&b| !class.contains(b));
-                let stopped = find(text, stop);
-                outside
-                    .into_iter()
-                    .chain(stopped)
-                    .min()
-                    .map(|p| self.released + p as u64)
+                let close = outside.into_iter().chain(find(text, stop)).min();
+                if close.is_none() {
+                    unsure = stop_prefix_at_end(text, stop) as u64;
+                }
+                close.map(|p| self.released + p as u64)
             }
             None => Some(self.released),
         };
@@ -345,7 +346,7 @@ impl Engine {
             Some(end) => (end.clamp(self.released, self.offset), true),
             // Not closed yet: a tail that could begin the stop sequence waits for more text,
             // so where the span ends never depends on where the text was cut.
-            None if !last => (self.offset - self.stop_prefix_at_end(span.det), false),
+            None if !last => (self.offset - unsure, false),
             None => (self.offset, true),
         };
         if !self.detect && detector.action == Action::Mask {
@@ -356,19 +357,6 @@ impl Engine {
             self.span = None;
         }
         closed
-    }
-
-    /// Length of the longest tail of the unreleased text that is a proper prefix of the open
-    /// span's stop sequence (0 for spans without one).
-    fn stop_prefix_at_end(&self, det: u32) -> u64 {
-        let Some(Span::WhileIn { stop, .. }) = self.masker.detectors[det as usize].span else {
-            return 0;
-        };
-        let text = self.slice(self.released, self.offset);
-        (1..stop.len().min(text.len() + 1))
-            .rev()
-            .find(|&n| text.ends_with(&stop[..n]))
-            .map_or(0, |n| n as u64)
     }
 
     fn emit_raw(&mut self, to: u64, out: &mut Vec<u8>) {
@@ -387,6 +375,14 @@ impl Engine {
         let hi = (to.saturating_sub(self.base) as usize).clamp(lo, self.buf.len());
         &self.buf[lo..hi]
     }
+}
+
+/// Length of the longest tail of `text` that is a proper prefix of `stop`.
+fn stop_prefix_at_end(text: &[u8], stop: &[u8]) -> usize {
+    (1..stop.len().min(text.len() + 1))
+        .rev()
+        .find(|&n| text.ends_with(&stop[..n]))
+        .unwrap_or(0)
 }
 
 /// Where `needle` first occurs in `hay` (an empty needle never does).

@@ -146,42 +146,33 @@ impl GrpcFilter {
             }
         }
         let mut out = Vec::with_capacity(msg.len());
+        // The next tensor, and the next raw contents, by position: each pairs with its tensor.
         let (mut tensor_index, mut raw_index) = (0, 0);
         for field in fields(msg) {
             let f = field?;
-            match f {
-                Field {
-                    number,
-                    value: Value::Len(tensor),
-                    ..
-                } if number == tensors => {
-                    let bytes = bytes_outputs.get(tensor_index).copied().unwrap_or(false);
-                    tensor_index += 1;
-                    match bytes {
-                        true => {
-                            let masked = self.output_tensor(tensor)?;
-                            put_len(&mut out, tensors, &masked);
-                        }
-                        false => out.extend_from_slice(f.raw),
-                    }
+            let Value::Len(value) = f.value else {
+                out.extend_from_slice(f.raw);
+                continue;
+            };
+            let index = match f.number {
+                n if n == tensors => &mut tensor_index,
+                n if n == raws => &mut raw_index,
+                _ => {
+                    out.extend_from_slice(f.raw);
+                    continue;
                 }
-                Field {
-                    number,
-                    value: Value::Len(raw),
-                    ..
-                } if number == raws => {
-                    let bytes = bytes_outputs.get(raw_index).copied().unwrap_or(false);
-                    raw_index += 1;
-                    match bytes {
-                        true => {
-                            let masked = self.raw_bytes(raw)?;
-                            put_len(&mut out, raws, &masked);
-                        }
-                        false => out.extend_from_slice(f.raw),
-                    }
-                }
-                _ => out.extend_from_slice(f.raw),
+            };
+            let bytes = bytes_outputs.get(*index).copied().unwrap_or(false);
+            *index += 1;
+            if !bytes {
+                out.extend_from_slice(f.raw);
+                continue;
             }
+            let masked = match f.number == tensors {
+                true => self.output_tensor(value)?,
+                false => self.raw_bytes(value)?,
+            };
+            put_len(&mut out, f.number, &masked);
         }
         Ok(out)
     }

@@ -26,6 +26,7 @@
 //! complete record). Already-written records are never touched: a partial record is cut off when
 //! the file system allows, otherwise the reader reports it as a truncated tail.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::time::{Instant, SystemTime};
@@ -155,22 +156,16 @@ impl SegmentWriter {
     /// here even if the caller did not.
     pub fn start_session(&mut self, start: &SessionStart) -> io::Result<SessionId> {
         let sid = SessionId(self.next_sid);
-        let copy;
-        let start = match needs_redaction(&start.request.headers) {
-            false => start,
-            true => {
-                let mut s = start.clone();
-                redact_in_place(&mut s.request.headers);
-                copy = s;
-                &copy
-            }
-        };
+        let mut start = Cow::Borrowed(start);
+        if needs_redaction(&start.request.headers) {
+            redact_in_place(&mut start.to_mut().request.headers);
+        }
         let open = OpenSession {
             request_id: start.request_id.clone(),
             record_request_body: start.record_request_body,
             record_upstream_body: start.record_upstream_body,
         };
-        self.push(Sync::Deferred, |out| codec::put_start(out, sid.0, start))?;
+        self.push(Sync::Deferred, |out| codec::put_start(out, sid.0, &start))?;
         self.next_sid += 1;
         self.sessions.insert(sid, open);
         Ok(sid)
@@ -201,18 +196,12 @@ impl SegmentWriter {
 
     pub fn response_head(&mut self, sid: SessionId, head: &ResponseHead) -> io::Result<()> {
         self.session(sid)?;
-        let copy;
-        let head = match needs_redaction(&head.headers) {
-            false => head,
-            true => {
-                let mut h = head.clone();
-                redact_in_place(&mut h.headers);
-                copy = h;
-                &copy
-            }
-        };
+        let mut head = Cow::Borrowed(head);
+        if needs_redaction(&head.headers) {
+            redact_in_place(&mut head.to_mut().headers);
+        }
         self.push(Sync::Deferred, |out| {
-            codec::put_response_head(out, sid.0, head)
+            codec::put_response_head(out, sid.0, &head)
         })
     }
 

@@ -231,15 +231,15 @@ fn verify_exits_0_on_an_intact_signed_directory_and_1_with_the_first_break() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("2 signatures ok"), "{}", stdout(&o));
 
-    // Flip one byte inside record 3 of the first segment.
+    // Flip one byte inside the first segment's streamed record (its zstd frame).
     let seg = dir.path().join("w0-000001.mgrec");
     let recs = records(&seg);
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[recs[3].0 + 60] ^= 0x20;
+    bytes[recs[0].0 + 60] ^= 0x20;
     std::fs::write(&seg, bytes).unwrap();
     let o = modelgate(&["verify", d]);
     assert_eq!(o.status.code(), Some(1));
     let msg = String::from_utf8_lossy(&o.stderr).into_owned();
-    let want = format!("w0-000001.mgrec: record 3 at byte {}: Corrupt", recs[3].0);
+    let want = format!("w0-000001.mgrec: record 0 at byte {}: Corrupt", recs[0].0);
     assert!(msg.contains(&want), "{msg}");
 }

@@ -1,5 +1,6 @@
 //! The recording format read back and attacked: round trips of every event kind, cuts at every
-//! byte offset, and `verify` against flipped bytes, deleted, swapped and truncated records.
+//! byte offset, and `verify` against flipped bytes, deleted, swapped and truncated records, for
+//! length-prefixed records and for streamed ones (event durability).
 
 mod recorder_fixtures;
 
@@ -151,9 +152,10 @@ fn sessions_assemble_from_interleaved_events() {
     assert!(sessions[0].end.as_ref().unwrap().contained_sensitive());
 }
 
-/// A closed segment with one 20-event stream: header, 24 records, seal.
+/// A closed segment with one 20-event stream, one length-prefixed record per event: header,
+/// 23 records (start, head, 20 chunks, end), seal.
 fn sample(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut w = SegmentWriter::open(settings(dir), 0).unwrap();
+    let mut w = SegmentWriter::open(one_record_per_event(dir), 0).unwrap();
     record_stream(
         &mut w,
         "s1",
@@ -228,22 +230,32 @@ fn break_after<F: FnOnce(&mut Vec<u8>, &[(usize, usize)])>(edit: F) -> modelgate
     report.first_break().unwrap().clone()
 }
 
+/// Flips each byte of `path` in `range` in turn and hands verify's report to `check`.
+fn flip_each_byte(
+    path: &std::path::Path,
+    range: std::ops::Range<usize>,
+    check: impl Fn(usize, &modelgate::recorder::VerifyReport, &modelgate::recorder::Break),
+) {
+    let clean = std::fs::read(path).unwrap();
+    for i in range {
+        let mut bytes = clean.clone();
+        bytes[i] ^= 0x01;
+        std::fs::write(path, &bytes).unwrap();
+        let report = verify_dir(path.parent().unwrap(), None).unwrap();
+        let b = report
+            .first_break()
+            .unwrap_or_else(|| panic!("flip at {i} not detected"));
+        check(i, &report, b);
+    }
+}
+
 #[test]
 fn verify_pins_a_flipped_byte_to_its_record_wherever_it_is() {
     // Flip every byte of record 5 in turn (envelope, link and frame).
     let dir = tempfile::tempdir().unwrap();
     let path = sample(dir.path());
-    let recs = records(&path);
-    let clean = std::fs::read(&path).unwrap();
-    let (off, len) = recs[5];
-    for i in off..off + len {
-        let mut bytes = clean.clone();
-        bytes[i] ^= 0x01;
-        std::fs::write(&path, &bytes).unwrap();
-        let report = verify_dir(dir.path(), None).unwrap();
-        let b = report
-            .first_break()
-            .unwrap_or_else(|| panic!("flip at {i} not detected"));
+    let (off, len) = records(&path)[5];
+    flip_each_byte(&path, off..off + len, |i, report, b| {
         assert_eq!((b.record, b.offset), (5, off as u64), "flip at {i}: {b}");
         assert!(
             matches!(b.kind, BreakKind::Corrupt | BreakKind::Edited),
@@ -253,7 +265,7 @@ fn verify_pins_a_flipped_byte_to_its_record_wherever_it_is() {
             report.chains[0].records, 5,
             "records before the flip still verify"
         );
-    }
+    });
 }
 
 #[test]
@@ -320,11 +332,9 @@ fn verify_reports_a_truncated_segment_as_truncation_with_earlier_records_verifie
         b.to_string().contains("the 10 records before it verify"),
         "{b}"
     );
-    // And the reader still returns those 10 records' events: the first record carries the
-    // session start and response head together with the first chunk (metadata rides with the
-    // next chunk in event mode), the other nine one chunk each.
+    // And the reader still returns those 10 records' events (start, head, 8 chunks).
     let seg = read_segment(&path).unwrap();
-    assert_eq!(seg.events.len(), 12);
+    assert_eq!(seg.events.len(), 10);
     assert_eq!(seg.problems.len(), 1);
 }
 
@@ -343,9 +353,151 @@ fn a_corrupt_middle_is_skipped_by_the_reader_which_resyncs_on_the_next_record() 
     let seg = read_segment(&path).unwrap();
     assert_eq!(
         seg.events.len(),
-        // Record 4 holds one chunk (metadata rides with the first chunk only).
         total - 1,
         "all but the damaged record's one event"
     );
     assert_eq!(seg.problems.len(), 1);
+}
+
+// === streamed records (event durability) ===
+
+/// An event-mode segment with one 40-event stream, closed: the streamed record, then the seal.
+/// Also returns (file length, events written) after every call that wrote.
+fn streamed_sample(dir: &std::path::Path) -> (std::path::PathBuf, Vec<(usize, usize)>) {
+    let mut w = SegmentWriter::open(settings(dir), 0).unwrap();
+    let path = w.current_segment().unwrap().to_owned();
+    let len = || std::fs::metadata(&path).unwrap().len() as usize;
+    let mut marks = vec![(len(), 0)];
+    let sid = w.start_session(&start("s1", "alice", 1)).unwrap();
+    w.response_head(sid, &response_head()).unwrap();
+    let events = sse_events(2, 40);
+    for (k, e) in events.iter().enumerate() {
+        w.response_chunk(sid, 1000 * k as u64, e.as_bytes())
+            .unwrap();
+        // Start and head rode along with the first chunk.
+        marks.push((len(), k + 3));
+    }
+    w.end_session(sid, &end(99_000, 0)).unwrap();
+    marks.push((len(), events.len() + 3));
+    w.close().unwrap();
+    (path, marks)
+}
+
+fn session_items(scan: &format::Scan) -> usize {
+    scan.pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Record(r) => r
+                .payload
+                .as_ref()
+                .expect("whole blocks decode")
+                .items
+                .iter()
+                .filter(|i| matches!(i, modelgate::recorder::codec::Item::Session { .. }))
+                .count(),
+            Piece::Corrupt { offset, why, .. } => panic!("corrupt at {offset}: {why}"),
+        })
+        .sum()
+}
+
+#[test]
+fn a_streamed_record_cut_at_every_byte_offset_keeps_every_event_written_before_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, marks) = streamed_sample(dir.path());
+    let bytes = std::fs::read(&path).unwrap();
+    let recs = records(&path);
+    assert_eq!(recs.len(), 2, "one streamed record, then the seal");
+    let stream_end = recs[0].0 + recs[0].1;
+    let cut_dir = tempfile::tempdir().unwrap();
+    let cut_path = cut_dir.path().join("w0-000001.mgrec");
+    for cut in marks[0].0..=bytes.len() {
+        let scan = format::scan(&bytes[..cut]).unwrap();
+        let written = marks.iter().rev().find(|m| m.0 <= cut).unwrap().1;
+        assert_eq!(session_items(&scan), written, "cut at {cut}");
+        let at_write_boundary =
+            marks.iter().any(|m| m.0 == cut) || cut == stream_end || cut == bytes.len();
+        assert_eq!(
+            matches!(scan.tail, Tail::Clean),
+            at_write_boundary,
+            "cut at {cut}: {:?}",
+            scan.tail
+        );
+        let open = scan
+            .pieces
+            .first()
+            .is_some_and(|p| matches!(p, Piece::Record(r) if r.open));
+        // Open from the first whole write until the record's end is whole.
+        assert_eq!(open, cut >= marks[1].0 && cut < stream_end, "cut at {cut}");
+        if cut % 53 == 0 || cut == bytes.len() - 1 {
+            std::fs::write(&cut_path, &bytes[..cut]).unwrap();
+            let report = verify_dir(cut_dir.path(), None).unwrap();
+            match &report.chains[0].first_break {
+                None => assert!(at_write_boundary, "cut at {cut} not reported"),
+                Some(b) => {
+                    assert!(!at_write_boundary, "cut at {cut}: {b}");
+                    assert_eq!(b.kind, BreakKind::Truncated, "cut at {cut}");
+                }
+            }
+            let seg = read_segment(&cut_path).unwrap();
+            assert_eq!(seg.events.len(), written, "cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn flipping_any_byte_of_a_streamed_record_is_detected_at_that_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = streamed_sample(dir.path());
+    let recs = records(&path);
+    let (off, len) = recs[0];
+    flip_each_byte(&path, off..off + len, |i, _, b| {
+        // The record itself is corrupt (block walk, zstd checksum) or its bytes no longer hash
+        // to the link the seal holds.
+        let at_record = (b.record, b.offset) == (0, off as u64)
+            && matches!(b.kind, BreakKind::Corrupt | BreakKind::Edited);
+        let at_seal = (b.record, b.offset) == (1, recs[1].0 as u64) && b.kind == BreakKind::Edited;
+        assert!(at_record || at_seal, "flip at {i}: {b}");
+    });
+}
+
+#[test]
+fn an_open_record_reads_and_verifies_and_a_writer_after_a_crash_links_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SegmentWriter::open(settings(dir.path()), 0).unwrap();
+    let path = w.current_segment().unwrap().to_owned();
+    let events = sse_events(3, 10);
+    record_stream(&mut w, "before", "alice", 1, &events);
+    // The live file, as a crash would leave it: the record is still open.
+    let crashed = tempfile::tempdir().unwrap();
+    std::fs::copy(&path, crashed.path().join("w0-000001.mgrec")).unwrap();
+    drop(w);
+    let report = verify_dir(crashed.path(), None).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_break());
+    assert!(
+        report.chains[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("open streamed record")),
+        "{:?}",
+        report.chains[0].notes
+    );
+    let sessions = load_sessions(&segment_files(crashed.path()).unwrap(), &|_| true).unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].response_body.len(), events.len());
+    assert!(sessions[0].end.is_some(), "the end was written at once");
+
+    let mut w2 = SegmentWriter::open(settings(crashed.path()), 0).unwrap();
+    record_stream(&mut w2, "after", "bob", 2, &sse_events(4, 3));
+    w2.close().unwrap();
+    let report = verify_dir(crashed.path(), None).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_break());
+    assert_eq!(report.chains[0].segments, 2);
+    // Editing the open record's bytes now breaks the link the second segment holds.
+    let first = crashed.path().join("w0-000001.mgrec");
+    let mut bytes = std::fs::read(&first).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 0x40;
+    std::fs::write(&first, &bytes).unwrap();
+    let report = verify_dir(crashed.path(), None).unwrap();
+    assert!(!report.is_ok(), "an edited open record went unnoticed");
 }

@@ -84,7 +84,8 @@ fn fill_until_failure(torn_writes: bool) {
         torn_writes,
     };
     let mut w = SegmentWriter::open_with(settings(dir.path()), 0, Box::new(storage)).unwrap();
-    let events = sse_events(3, 400);
+    // ~1 MB of SSE events: about 70 KB compressed, well past the 20 KB budget.
+    let events = sse_events(3, 4000);
     let sid = w.start_session(&start("big", "alice", 1)).unwrap();
     let mut delivered = 0;
     let mut err = None;
@@ -123,8 +124,6 @@ fn fill_until_failure(torn_writes: bool) {
     assert_eq!(body.len(), delivered);
     assert!(body.iter().zip(&events).all(|(a, b)| a == b.as_bytes()));
     let report = verify_dir(dir.path(), None).unwrap();
-    // The session start rode along with the first chunk: one record per delivered chunk.
-    assert_eq!(report.chains[0].records, delivered as u64);
     if torn_writes {
         // The partial record could not be cut off: reported as truncation, nothing else.
         let b = report.first_break().expect("torn tail reported");
@@ -156,7 +155,7 @@ fn a_torn_write_that_cannot_be_cut_off_is_reported_as_truncation_only() {
 // === durability ===
 
 #[test]
-fn event_mode_puts_each_record_in_the_file_before_append_returns() {
+fn event_mode_puts_each_chunk_in_the_file_before_append_returns() {
     let dir = tempfile::tempdir().unwrap();
     let mut w = SegmentWriter::open(settings(dir.path()), 0).unwrap();
     let sid = w.start_session(&start("r", "alice", 1)).unwrap();
@@ -216,11 +215,11 @@ fn segments_rotate_by_size_and_age_and_stay_chained_and_signed() {
     let keyfile = keydir.path().join("seal.key");
     let public = sign::generate_key(&keyfile).unwrap();
     let mut s = settings(dir.path());
-    s.segment_max_bytes = 64 * 1024;
+    s.segment_max_bytes = 16 * 1024;
     s.signing_key = Some(sign::load_signing_key(&keyfile).unwrap());
     let mut w = SegmentWriter::open(s, 0).unwrap();
     // One long stream across several segments (continuations keep it attributable).
-    let events = sse_events(5, 900);
+    let events = sse_events(5, 3000);
     let sid = w.start_session(&start("long", "alice", 1)).unwrap();
     for (i, e) in events.iter().enumerate() {
         w.response_chunk(sid, i as u64 * 1000, e.as_bytes())
@@ -341,14 +340,16 @@ fn retention_deletes_the_oldest_segments_first_and_never_the_newest() {
             .unwrap();
     }
     let size = |p: &Path| std::fs::metadata(p).unwrap().len();
-    let total: u64 = segs.iter().map(|p| size(p)).sum();
+    // Another worker's segment counts towards the total too.
+    let w2 = SegmentWriter::open_with(s.clone(), 1, Box::new(FileStorage)).unwrap();
+    drop(w2);
+    let all = segment_files(dir.path()).unwrap();
+    let total: u64 = all.iter().map(|p| size(p)).sum();
     // Size: keep all but about two segments' worth.
     s.retention = Retention {
         max_age: None,
         max_bytes: Some(total - size(&segs[0]) - size(&segs[1]) / 2),
     };
-    let w2 = SegmentWriter::open_with(s.clone(), 1, Box::new(FileStorage)).unwrap();
-    drop(w2);
     let removed = modelgate::recorder::retention::enforce(dir.path(), &s.retention, now).unwrap();
     assert_eq!(removed.files, vec![segs[0].clone(), segs[1].clone()]);
     // Age: older than 6.5 h goes (segments 2 and 3 are 8 h and 7 h old).

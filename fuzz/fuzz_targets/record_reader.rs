@@ -1,12 +1,12 @@
 //! Recording segments from disk are untrusted input for `verify` and `sessions`: the scanner and
 //! the payload decoder must never panic, loop or allocate without bound, whatever the bytes.
 //! The first byte picks the entry point; mode 2 puts a valid header in front so the fuzzer
-//! spends its time on records, not on finding the header magic.
+//! spends its time on records (length-prefixed and streamed), not on finding the header magic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use modelgate::recorder::codec::decode_payload;
-use modelgate::recorder::format::{scan, Piece, PrevLink, SegmentHeader, VERSION};
+use modelgate::recorder::codec::{decode_payload, decode_payload_prefix};
+use modelgate::recorder::format::{scan, Piece, PrevLink, SegmentHeader, Tail, VERSION};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, input)) = data.split_first() else {
@@ -16,6 +16,7 @@ fuzz_target!(|data: &[u8]| {
         0 => check(input),
         1 => {
             let _ = decode_payload(input);
+            let _ = decode_payload_prefix(input);
         }
         _ => {
             let header = SegmentHeader {
@@ -47,4 +48,13 @@ fn check(bytes: &[u8]) {
         pos += len;
     }
     assert!(pos <= bytes.len() as u64);
+    // A torn tail starts where the pieces end; only the last record can be open.
+    if let Tail::Truncated { offset, .. } = s.tail {
+        assert_eq!(offset, pos);
+    }
+    let open = s
+        .pieces
+        .iter()
+        .position(|p| matches!(p, Piece::Record(r) if r.open));
+    assert!(open.is_none_or(|i| i + 1 == s.pieces.len()));
 }

@@ -257,44 +257,67 @@ fn json<'de, T: Deserialize<'de>>(b: &'de [u8]) -> Result<T, CodecError> {
 }
 
 pub fn decode_payload(buf: &[u8]) -> Result<Payload, CodecError> {
+    let (payload, cut) = decode(buf)?;
+    match cut {
+        Some(e) => Err(e),
+        None if payload.items.is_empty() => Err(CodecError::Empty),
+        None => Ok(payload),
+    }
+}
+
+/// Decodes the payload of an open streamed record, which a crash in the middle of a write may
+/// have cut inside an item: the complete items, and whether one was cut off.
+pub fn decode_payload_prefix(buf: &[u8]) -> Result<(Payload, bool), CodecError> {
+    let (payload, cut) = decode(buf)?;
+    Ok((payload, cut.is_some()))
+}
+
+/// The items up to the first that ends early (returned as the error beside them).
+fn decode(buf: &[u8]) -> Result<(Payload, Option<CodecError>), CodecError> {
     let mut c = Cursor { buf };
     let index = c.varint()?;
     let mut items = Vec::new();
     while !c.buf.is_empty() {
-        let tag = c.byte()?;
-        if tag == TAG_SEAL {
-            items.push(Item::Seal(json(c.bytes()?)?));
-            continue;
-        }
-        let sid = c.varint()?;
-        let event = match tag {
-            TAG_REQUEST_CHUNK | TAG_RESPONSE_CHUNK | TAG_UPSTREAM_CHUNK => {
-                let offset_us = c.varint()?;
-                let chunk = Chunk {
-                    offset_us,
-                    data: c.bytes()?.to_vec(),
-                };
-                match tag {
-                    TAG_REQUEST_CHUNK => Event::RequestChunk(chunk),
-                    TAG_RESPONSE_CHUNK => Event::ResponseChunk(chunk),
-                    _ => Event::UpstreamChunk(chunk),
-                }
+        match item(&mut c) {
+            Ok(i) => items.push(i),
+            Err(CodecError::Truncated) => {
+                return Ok((Payload { index, items }, Some(CodecError::Truncated)))
             }
-            TAG_START => Event::SessionStart(Box::new(json(c.bytes()?)?)),
-            TAG_CONTINUE => Event::SessionContinue {
-                request_id: String::from_utf8(c.bytes()?.to_vec()).map_err(|_| CodecError::Utf8)?,
-            },
-            TAG_RESPONSE_HEAD => Event::ResponseHead(json(c.bytes()?)?),
-            TAG_TRAILERS => Event::Trailers(json(c.bytes()?)?),
-            TAG_END => Event::SessionEnd(json(c.bytes()?)?),
-            other => return Err(CodecError::UnknownTag(other)),
-        };
-        items.push(Item::Session { sid, event });
+            Err(e) => return Err(e),
+        }
     }
-    if items.is_empty() {
-        return Err(CodecError::Empty);
+    Ok((Payload { index, items }, None))
+}
+
+fn item(c: &mut Cursor<'_>) -> Result<Item, CodecError> {
+    let tag = c.byte()?;
+    if tag == TAG_SEAL {
+        return Ok(Item::Seal(json(c.bytes()?)?));
     }
-    Ok(Payload { index, items })
+    let sid = c.varint()?;
+    let event = match tag {
+        TAG_REQUEST_CHUNK | TAG_RESPONSE_CHUNK | TAG_UPSTREAM_CHUNK => {
+            let offset_us = c.varint()?;
+            let chunk = Chunk {
+                offset_us,
+                data: c.bytes()?.to_vec(),
+            };
+            match tag {
+                TAG_REQUEST_CHUNK => Event::RequestChunk(chunk),
+                TAG_RESPONSE_CHUNK => Event::ResponseChunk(chunk),
+                _ => Event::UpstreamChunk(chunk),
+            }
+        }
+        TAG_START => Event::SessionStart(Box::new(json(c.bytes()?)?)),
+        TAG_CONTINUE => Event::SessionContinue {
+            request_id: String::from_utf8(c.bytes()?.to_vec()).map_err(|_| CodecError::Utf8)?,
+        },
+        TAG_RESPONSE_HEAD => Event::ResponseHead(json(c.bytes()?)?),
+        TAG_TRAILERS => Event::Trailers(json(c.bytes()?)?),
+        TAG_END => Event::SessionEnd(json(c.bytes()?)?),
+        other => return Err(CodecError::UnknownTag(other)),
+    };
+    Ok(Item::Session { sid, event })
 }
 
 // === hex ===

@@ -237,7 +237,7 @@ impl RecordingSection {
                 },
                 zstd_level: self.zstd_level,
                 signing_key,
-                dictionary: dict::for_writes(durability, self.zstd_level),
+                dictionary: dict::DEFAULT.to_vec(),
             },
         })
     }
@@ -259,7 +259,7 @@ impl WriterSettings {
             retention: Retention::default(),
             zstd_level: d.zstd_level,
             signing_key: None,
-            dictionary: dict::for_writes(Durability::Event, d.zstd_level),
+            dictionary: dict::DEFAULT.to_vec(),
         }
     }
 }

@@ -6,11 +6,18 @@
 //! header  = "MGSEG\0\r\n" version:u16 flags:u16 worker:u32 seq:u64 created_us:u64
 //!           prev_kind:u8 [0;7] prev_link:[32] prev_valid_len:u64 dict_len:u32 dict
 //! record  = "MGR\x01" len:u32 link:[32] frame[len]          (little endian throughout)
+//!         | "MGR\x02" link:[32] frame                       (streamed: ends with its frame)
 //! ```
 //!
-//! * `frame` is one complete zstd frame (with content size and checksum) compressed against the
-//!   segment's dictionary: a record needs only its segment header to be read, so a cut file
-//!   leaves every earlier record readable.
+//! * `frame` is one zstd frame (with checksum) compressed against the segment's dictionary: a
+//!   record needs only its segment header to be read, so a cut file leaves every earlier record
+//!   readable.
+//! * A streamed record is written while it grows (event durability): its frame is opened, each
+//!   batch of events is appended as flushed blocks that refer back to everything earlier in the
+//!   frame, and the frame is ended once the record is large enough. The frame's own end (last
+//!   block, checksum) is the record's end, found by walking block headers (`zframe`). Until it
+//!   ends the record is *open*: its complete blocks decode (a crash keeps every event written),
+//!   and it is the segment's last record.
 //! * `link` is the SHA-256 of the previous record's bytes (the first record links to the SHA-256
 //!   of the header), which chains every byte of the segment: an edited, deleted or moved record
 //!   breaks the link stored in the one after it.
@@ -26,10 +33,12 @@ use sha2::{Digest, Sha256};
 
 pub const SEGMENT_MAGIC: &[u8; 8] = b"MGSEG\0\r\n";
 pub const RECORD_MAGIC: &[u8; 4] = b"MGR\x01";
+pub const STREAM_MAGIC: &[u8; 4] = b"MGR\x02";
 pub const VERSION: u16 = 1;
 /// Fixed header bytes before the dictionary.
 pub const HEADER_FIXED: usize = 84;
 pub const RECORD_OVERHEAD: usize = 40;
+pub const STREAM_OVERHEAD: usize = 36;
 /// Largest compressed frame and largest payload a reader accepts (the writer splits chunks well
 /// below this), so hostile lengths cannot make the reader allocate without bound.
 pub const MAX_FRAME: usize = 16 << 20;
@@ -177,7 +186,14 @@ pub fn encode_record(out: &mut Vec<u8>, link: &Hash, frame: &[u8]) {
     out.extend_from_slice(frame);
 }
 
+/// Starts a streamed record linked to `link`; its frame follows.
+pub fn encode_stream_envelope(out: &mut Vec<u8>, link: &Hash) {
+    out.extend_from_slice(STREAM_MAGIC);
+    out.extend_from_slice(link);
+}
+
 mod scan;
+pub mod zframe;
 
 pub use scan::{scan, FrameError, Piece, RawRecord, Scan, Tail};
 

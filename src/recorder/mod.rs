@@ -10,6 +10,7 @@
 //!  pipeline ──start_session / response_chunk / end_session──▶ SegmentWriter   (writer.rs)
 //!                                                             │ one per worker thread
 //!                        event (model.rs) ─▶ payload (codec.rs) ─▶ zstd frame + link
+//!                                          (event durability: one frame streamed across writes)
 //!                                                             ▼
 //!  DIR/w{worker}-{seq:06}.mgrec   header │ record │ record │ … │ seal      (format.rs)
 //!        each record: SHA-256 of the previous one; each header: hash of the previous seal
@@ -48,7 +49,7 @@ pub use config::{
     Durability, FsyncPolicy, OnDiskError, RecorderConfig, RecordingSection, Retention,
     WriterSettings,
 };
-pub use dict::{for_writes as dictionary_for_writes, DEFAULT as DEFAULT_DICTIONARY};
+pub use dict::DEFAULT as DEFAULT_DICTIONARY;
 pub use model::{
     Action, Chunk, EndReason, Event, Head, Identity, PolicyDecision, ResponseHead, SessionEnd,
     SessionStart, Timing, Trailers,

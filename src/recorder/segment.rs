@@ -159,6 +159,24 @@ impl Active {
         Ok(())
     }
 
+    /// Writes the next piece of the open streamed record (whole blocks, so the file stays
+    /// readable up to here). Cut back on error like [`Active::write_frame`].
+    pub fn write_open(&mut self, piece: &[u8]) -> io::Result<()> {
+        if let Err(e) = self.sink.write_all(piece) {
+            let _ = self.sink.truncate(self.len);
+            return Err(e);
+        }
+        self.len += piece.len() as u64;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// The open streamed record has ended; `hash` covers all its bytes.
+    pub fn close_open(&mut self, hash: Hash) {
+        self.head = hash;
+        self.records += 1;
+    }
+
     pub fn sync(&mut self) -> io::Result<()> {
         if self.dirty {
             self.sink.sync()?;

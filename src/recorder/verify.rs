@@ -285,17 +285,37 @@ fn walk(
         link = r.hash;
         heads.push((r.offset + r.len, r.hash));
     }
+    let open = match scan.pieces.last() {
+        Some(Piece::Record(r)) if r.open => Some(r),
+        _ => None,
+    };
+    if let Some(r) = open {
+        rep.notes.push(format!(
+            "segment {} ends in an open streamed record at byte {} (being written, or the \
+             writer stopped before ending it): its whole blocks read, and no later record links \
+             to them yet",
+            scan.header.seq, r.offset
+        ));
+    }
     let torn = match scan.tail {
         Tail::Clean => None,
         Tail::Truncated { offset, have, need } => Some(Break {
             file: path.to_owned(),
             offset,
-            record: scan.pieces.len() as u64,
+            record: scan.pieces.len() as u64 - u64::from(open.is_some()),
             kind: BreakKind::Truncated,
-            detail: format!(
-                "file ends after {have} of the record's {need} bytes; the {} records before it verify",
-                scan.pieces.len()
-            ),
+            detail: match open {
+                None => format!(
+                    "file ends after {have} of the record's {need} bytes; the {} records before \
+                     it verify",
+                    scan.pieces.len()
+                ),
+                Some(_) => format!(
+                    "file ends after {have} of {need} bytes of a block of open record {}, cut \
+                     while being written; the records before it and its whole blocks verify",
+                    scan.pieces.len() - 1
+                ),
+            },
         }),
     };
     Ok(Ending {

@@ -10,10 +10,11 @@
 //! ```
 //!
 //! Durability, per deployment:
-//! * `Event`: every body chunk is compressed into a record and written before the call returns;
-//!   session metadata (start, response head, trailers, end) waits in the batch and rides along
-//!   with the next chunk or the next `maybe_flush`. The pipeline appends a chunk before
-//!   forwarding it, so a gateway crash cannot lose anything the client received.
+//! * `Event`: every body chunk is compressed and written before the call returns, as flushed
+//!   blocks of the open streamed record (`stream.rs`); session metadata (start, response head,
+//!   trailers) waits in the batch and rides along with the next write. The pipeline appends a
+//!   chunk before forwarding it, so a gateway crash cannot lose anything the client received.
+//!   Session ends are written at once, so an exchange that completed never reads as cut off.
 //! * `Interval`: events are batched into one record, written when `flush_bytes` accumulate or
 //!   when [`SegmentWriter::maybe_flush`] finds the batch older than `flush_interval`. Larger frames
 //!   compress far better; a crash loses at most the unflushed batch.
@@ -41,6 +42,7 @@ use super::segment::{resume_point, unix_us, Active};
 use super::sink::{ensure_private_dir, ensure_private_file, FileStorage, Storage};
 
 mod output;
+mod stream;
 
 /// Chunks larger than this are recorded as several events with the same offset, keeping every
 /// payload far below what a reader accepts.
@@ -86,7 +88,10 @@ pub struct SegmentWriter {
     state: State,
     sessions: HashMap<SessionId, OpenSession>,
     next_sid: u64,
+    /// Length-prefixed records: interval batches, seals, re-announcements.
     compressor: zstd::bulk::Compressor<'static>,
+    /// Event durability's open record.
+    streamer: Option<stream::Streamer>,
     /// The payload being batched (empty when nothing is pending): interval mode, and session
     /// metadata waiting for the next chunk in event mode.
     batch: Vec<u8>,
@@ -134,6 +139,13 @@ impl SegmentWriter {
             zstd::bulk::Compressor::with_dictionary(settings.zstd_level, &settings.dictionary)?;
         compressor.include_checksum(true)?;
         compressor.include_contentsize(true)?;
+        let streamer = match settings.durability {
+            Durability::Event => Some(stream::Streamer::new(
+                settings.zstd_level,
+                &settings.dictionary,
+            )?),
+            Durability::Interval { .. } => None,
+        };
         Ok(SegmentWriter {
             settings,
             worker,
@@ -142,6 +154,7 @@ impl SegmentWriter {
             sessions: HashMap::new(),
             next_sid: 0,
             compressor,
+            streamer,
             batch: Vec::new(),
             batch_since: None,
             last_sync: Instant::now(),
@@ -262,6 +275,11 @@ impl SegmentWriter {
             (_, Some(_)) => self.flush()?,
             (_, None) => {}
         }
+        if let (State::Open(active), Some(streamer)) = (&mut self.state, &mut self.streamer) {
+            if let Err(e) = streamer.idle_tick(active, &mut self.record) {
+                return Err(self.fail(e));
+            }
+        }
         let age = match &self.state {
             State::Open(a) => (a.records > 0).then(|| now.saturating_duration_since(a.opened)),
             _ => None,
@@ -278,7 +296,8 @@ impl SegmentWriter {
         Ok(())
     }
 
-    /// Writes the pending batch, if any (interval mode; a no-op in event mode).
+    /// Writes the pending batch, if any: as a record of its own in interval mode, into the open
+    /// streamed record in event mode.
     pub fn flush(&mut self) -> io::Result<()> {
         self.check_open()?;
         if self.batch.is_empty() {
@@ -286,7 +305,10 @@ impl SegmentWriter {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_since = None;
-        let r = self.write_payload(&batch);
+        let r = match self.streamer.is_some() {
+            true => self.write_streamed(&batch),
+            false => self.write_payload(&batch),
+        };
         self.batch = batch;
         self.batch.clear();
         r
@@ -367,10 +389,12 @@ impl SegmentWriter {
 }
 
 impl Drop for SegmentWriter {
-    /// Writes a pending batch (unsealed: the next writer links to it as Recovered).
+    /// Writes a pending batch and ends an open streamed record (unsealed: the next writer links
+    /// to it as Recovered).
     fn drop(&mut self) {
-        if matches!(self.state, State::Open(_)) && !self.batch.is_empty() {
+        if matches!(self.state, State::Open(_)) {
             let _ = self.flush();
+            let _ = self.end_stream();
         }
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use modelgate::recorder::format::{self, Piece};
 use modelgate::recorder::{
-    Action, EndReason, Head, Identity, PolicyDecision, ResponseHead, SegmentWriter, SessionEnd,
-    SessionStart, Timing, WriterSettings,
+    Action, Durability, EndReason, Head, Identity, PolicyDecision, ResponseHead, SegmentWriter,
+    SessionEnd, SessionStart, Timing, WriterSettings,
 };
 
 pub const MODEL: &str = "meta-llama/Meta-Llama-3.1-8B-Instruct";
@@ -140,6 +140,17 @@ pub fn record_stream(w: &mut SegmentWriter, id: &str, subject: &str, t0: u64, ev
 
 pub fn settings(dir: &Path) -> WriterSettings {
     WriterSettings::new(dir)
+}
+
+/// Every event in a length-prefixed record of its own (interval durability, written at every
+/// event): the fixture for tests about the chain between records.
+pub fn one_record_per_event(dir: &Path) -> WriterSettings {
+    let mut s = settings(dir);
+    s.durability = Durability::Interval {
+        every: std::time::Duration::from_secs(3600),
+        bytes: 1,
+    };
+    s
 }
 
 /// (offset, len) of every record in a segment file.

@@ -4,11 +4,18 @@
 
 use std::fmt;
 
+use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
+
+use super::zframe::{self, Extent};
 use super::{
     arr, sha256, Hash, HeaderError, SegmentHeader, MAX_FRAME, MAX_PAYLOAD, RECORD_MAGIC,
-    RECORD_OVERHEAD, ZSTD_MAGIC,
+    RECORD_OVERHEAD, STREAM_MAGIC, STREAM_OVERHEAD, ZSTD_MAGIC,
 };
-use crate::recorder::codec::{decode_payload, CodecError, Payload};
+use crate::recorder::codec::{decode_payload, decode_payload_prefix, CodecError, Payload};
+
+/// Largest zstd window a reader accepts (the writer's levels use at most 2 MiB), so a hostile
+/// frame header cannot make it allocate 128 MiB.
+const MAX_WINDOW_LOG: u32 = 23;
 
 /// What the scanner found at one position of a segment.
 #[derive(Debug)]
@@ -30,13 +37,17 @@ pub struct RawRecord {
     /// SHA-256 of the whole record: what the next record must link to.
     pub hash: Hash,
     pub payload: Result<Payload, FrameError>,
+    /// A streamed record whose frame has not ended (being written, or the writer stopped):
+    /// `len` covers its complete blocks, whose events `payload` holds.
+    pub open: bool,
 }
 
 /// How the bytes after the last piece end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tail {
     Clean,
-    /// A record starts at `offset` but the file ends after `have` of its `need` bytes.
+    /// A record (or, in an open streamed record, a block) starts at `offset` but the file ends
+    /// after `have` of its `need` bytes.
     Truncated {
         offset: u64,
         have: u64,
@@ -73,54 +84,91 @@ impl fmt::Display for FrameError {
 /// Scans a whole segment. Never panics; all damage is described in the result.
 pub fn scan(buf: &[u8]) -> Result<Scan, HeaderError> {
     let (header, header_len) = SegmentHeader::parse(buf)?;
-    let mut dec = zstd::bulk::Decompressor::with_dictionary(&header.dict)
-        .map_err(|_| HeaderError::DictTooLarge(header.dict.len() as u32))?;
+    let bad_dict = || HeaderError::DictTooLarge(header.dict.len() as u32);
+    let mut dec = Decoder {
+        bulk: zstd::bulk::Decompressor::with_dictionary(&header.dict).map_err(|_| bad_dict())?,
+        stream: None,
+        dict: &header.dict,
+    };
     let mut pieces = Vec::new();
     let mut pos = header_len;
     let mut tail = Tail::Clean;
     while pos < buf.len() {
-        match record_at(buf, pos) {
-            Ok((link, frame_len)) => {
-                let end = pos + RECORD_OVERHEAD + frame_len;
-                let frame = &buf[pos + RECORD_OVERHEAD..end];
-                pieces.push(Piece::Record(RawRecord {
-                    offset: pos as u64,
-                    len: (end - pos) as u64,
-                    link,
-                    hash: sha256(&buf[pos..end]),
-                    payload: decode_frame(&mut dec, frame),
-                }));
-                pos = end;
-            }
+        let envelope = match record_at(buf, pos) {
+            Ok(e) => e,
             Err(Bad::Short { need }) => {
                 // A length edited to run past the end looks like a cut file; a plausible record
                 // further on shows it is damage in the middle instead.
                 let next = resync(buf, pos + 1);
                 if next < buf.len() {
-                    pieces.push(Piece::Corrupt {
-                        offset: pos as u64,
-                        len: (next - pos) as u64,
-                        why: "record length runs past a later record".into(),
-                    });
-                    pos = next;
+                    pos = skip(
+                        &mut pieces,
+                        pos,
+                        next,
+                        "record length runs past a later record",
+                    );
                     continue;
                 }
-                let have = (buf.len() - pos) as u64;
                 tail = Tail::Truncated {
                     offset: pos as u64,
-                    have,
+                    have: (buf.len() - pos) as u64,
                     need: need as u64,
                 };
                 break;
             }
             Err(Bad::Junk(why)) => {
-                let next = resync(buf, pos + 1);
-                pieces.push(Piece::Corrupt {
-                    offset: pos as u64,
-                    len: (next - pos) as u64,
-                    why,
-                });
-                pos = next;
+                pos = skip(&mut pieces, pos, resync(buf, pos + 1), why);
+                continue;
+            }
+        };
+        let (link, start, extent) = match envelope {
+            Envelope::Closed { link, frame_len } => {
+                (link, pos + RECORD_OVERHEAD, Extent::Complete(frame_len))
+            }
+            Envelope::Streamed { link } => {
+                let start = pos + STREAM_OVERHEAD;
+                (link, start, zframe::extent(&buf[start..]))
+            }
+        };
+        match extent {
+            Extent::Complete(n) => {
+                let end = start + n;
+                let payload = match envelope {
+                    Envelope::Closed { .. } => dec.closed(&buf[start..end]),
+                    Envelope::Streamed { .. } => dec.streamed(&buf[start..end], true),
+                };
+                pieces.push(record(buf, pos..end, link, payload, false));
+                pos = end;
+            }
+            Extent::Invalid(why) => {
+                let why = format!("streamed record: {why}");
+                pos = skip(&mut pieces, pos, resync(buf, pos + 1), why);
+            }
+            Extent::Open { whole, need } => {
+                // Only the last record of a file can be open; one with records after it is
+                // damage (the writer never starts a record before ending the one before).
+                let next = resync(buf, start);
+                if next < buf.len() {
+                    let why = "streamed record does not end before the next record";
+                    pos = skip(&mut pieces, pos, next, why);
+                    continue;
+                }
+                let mut cut_inside = false;
+                if whole > 0 {
+                    let end = start + whole;
+                    let payload = dec.streamed(&buf[start..end], false);
+                    cut_inside = matches!(payload, Ok((_, true)));
+                    pieces.push(record(buf, pos..end, link, payload, true));
+                }
+                let from = if whole > 0 { start + whole } else { pos };
+                if buf.len() > from || cut_inside {
+                    tail = Tail::Truncated {
+                        offset: from as u64,
+                        have: (buf.len() - from) as u64,
+                        need: (start + need - from) as u64,
+                    };
+                }
+                break;
             }
         }
     }
@@ -133,6 +181,33 @@ pub fn scan(buf: &[u8]) -> Result<Scan, HeaderError> {
     })
 }
 
+/// Notes `pos..next` as a corrupt stretch; returns where scanning goes on.
+fn skip(pieces: &mut Vec<Piece>, pos: usize, next: usize, why: impl Into<String>) -> usize {
+    pieces.push(Piece::Corrupt {
+        offset: pos as u64,
+        len: (next - pos) as u64,
+        why: why.into(),
+    });
+    next
+}
+
+fn record(
+    buf: &[u8],
+    at: std::ops::Range<usize>,
+    link: Hash,
+    payload: Result<(Payload, bool), FrameError>,
+    open: bool,
+) -> Piece {
+    Piece::Record(RawRecord {
+        offset: at.start as u64,
+        len: at.len() as u64,
+        link,
+        hash: sha256(&buf[at]),
+        payload: payload.map(|(p, _)| p),
+        open,
+    })
+}
+
 enum Bad {
     /// Plausible so far, but the file ends first: `need` bytes for the whole record.
     Short {
@@ -141,12 +216,40 @@ enum Bad {
     Junk(String),
 }
 
-/// Checks the envelope of a record at `pos`: returns its link and frame length.
-fn record_at(buf: &[u8], pos: usize) -> Result<(Hash, usize), Bad> {
+#[derive(Clone, Copy)]
+enum Envelope {
+    /// Length-prefixed: the frame is the next `frame_len` bytes.
+    Closed { link: Hash, frame_len: usize },
+    /// Streamed: the frame's own end is the record's end.
+    Streamed { link: Hash },
+}
+
+/// Checks the envelope of a record at `pos`.
+fn record_at(buf: &[u8], pos: usize) -> Result<Envelope, Bad> {
     let rest = &buf[pos..];
     let have = rest.len().min(4);
-    if rest[..have] != RECORD_MAGIC[..have] {
+    let streamed = rest[..have] == STREAM_MAGIC[..have] && have == 4;
+    if rest[..have] != RECORD_MAGIC[..have] && !streamed {
         return Err(Bad::Junk("no record magic".into()));
+    }
+    let overhead = if streamed {
+        STREAM_OVERHEAD
+    } else {
+        RECORD_OVERHEAD
+    };
+    let zstd_have = rest.len().saturating_sub(overhead).min(4);
+    if rest.len() > overhead && rest[overhead..overhead + zstd_have] != ZSTD_MAGIC[..zstd_have] {
+        return Err(Bad::Junk("record does not hold a zstd frame".into()));
+    }
+    if streamed {
+        if rest.len() <= STREAM_OVERHEAD {
+            return Err(Bad::Short {
+                need: STREAM_OVERHEAD + 1,
+            });
+        }
+        return Ok(Envelope::Streamed {
+            link: arr(&rest[4..36]),
+        });
     }
     if rest.len() < 8 {
         return Err(Bad::Short {
@@ -158,23 +261,23 @@ fn record_at(buf: &[u8], pos: usize) -> Result<(Hash, usize), Bad> {
         return Err(Bad::Junk(format!("implausible record length {frame_len}")));
     }
     let need = RECORD_OVERHEAD + frame_len;
-    let zstd_have = rest.len().saturating_sub(RECORD_OVERHEAD).min(4);
-    if rest.len() > RECORD_OVERHEAD
-        && rest[RECORD_OVERHEAD..RECORD_OVERHEAD + zstd_have] != ZSTD_MAGIC[..zstd_have]
-    {
-        return Err(Bad::Junk("record does not hold a zstd frame".into()));
-    }
     if rest.len() < need {
         return Err(Bad::Short { need });
     }
-    Ok((arr(&rest[8..40]), frame_len))
+    Ok(Envelope::Closed {
+        link: arr(&rest[8..40]),
+        frame_len,
+    })
 }
 
 /// The next offset at or after `from` where a record envelope looks plausible, else the end.
 fn resync(buf: &[u8], from: usize) -> usize {
     let mut i = from;
     while i + 4 <= buf.len() {
-        if &buf[i..i + 4] == RECORD_MAGIC && !matches!(record_at(buf, i), Err(Bad::Junk(_))) {
+        let magic = &buf[i..i + 4];
+        if (magic == RECORD_MAGIC || magic == STREAM_MAGIC)
+            && !matches!(record_at(buf, i), Err(Bad::Junk(_)))
+        {
             return i;
         }
         i += 1;
@@ -182,17 +285,73 @@ fn resync(buf: &[u8], from: usize) -> usize {
     buf.len()
 }
 
-fn decode_frame(
-    dec: &mut zstd::bulk::Decompressor<'_>,
-    frame: &[u8],
-) -> Result<Payload, FrameError> {
-    let size = match zstd::zstd_safe::get_frame_content_size(frame) {
-        Ok(Some(n)) if n <= MAX_PAYLOAD as u64 => n as usize,
-        Ok(_) => return Err(FrameError::TooLarge),
-        Err(_) => return Err(FrameError::Decompress("bad frame header".into())),
-    };
-    let raw = dec
-        .decompress(frame, size)
-        .map_err(|e| FrameError::Decompress(e.to_string()))?;
-    decode_payload(&raw).map_err(FrameError::Payload)
+/// The segment's decompressors: the bulk one for length-prefixed frames (which carry their
+/// content size), a streaming one, made on first use, for streamed frames.
+struct Decoder<'a> {
+    bulk: zstd::bulk::Decompressor<'static>,
+    stream: Option<DCtx<'static>>,
+    dict: &'a [u8],
+}
+
+impl Decoder<'_> {
+    fn closed(&mut self, frame: &[u8]) -> Result<(Payload, bool), FrameError> {
+        let size = match zstd::zstd_safe::get_frame_content_size(frame) {
+            Ok(Some(n)) if n <= MAX_PAYLOAD as u64 => n as usize,
+            Ok(_) => return Err(FrameError::TooLarge),
+            Err(_) => return Err(FrameError::Decompress("bad frame header".into())),
+        };
+        let raw = self
+            .bulk
+            .decompress(frame, size)
+            .map_err(|e| FrameError::Decompress(e.to_string()))?;
+        let payload = decode_payload(&raw).map_err(FrameError::Payload)?;
+        Ok((payload, false))
+    }
+
+    /// Decodes a streamed frame: whole (`complete`, its checksum verified) or the complete
+    /// blocks of an open one, whose payload may end inside an item (returned as `true`).
+    fn streamed(&mut self, frame: &[u8], complete: bool) -> Result<(Payload, bool), FrameError> {
+        let raw = self.inflate(frame, complete)?;
+        if complete {
+            return Ok((decode_payload(&raw).map_err(FrameError::Payload)?, false));
+        }
+        decode_payload_prefix(&raw).map_err(FrameError::Payload)
+    }
+
+    fn inflate(&mut self, frame: &[u8], complete: bool) -> Result<Vec<u8>, FrameError> {
+        let zerr = |c| FrameError::Decompress(zstd::zstd_safe::get_error_name(c).to_owned());
+        let dctx = match &mut self.stream {
+            Some(d) => d,
+            None => {
+                let mut d = DCtx::create();
+                d.load_dictionary(self.dict).map_err(zerr)?;
+                d.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
+                    .map_err(zerr)?;
+                self.stream.insert(d)
+            }
+        };
+        dctx.reset(ResetDirective::SessionOnly).map_err(zerr)?;
+        let mut out: Vec<u8> = Vec::with_capacity((frame.len() * 4).clamp(4096, MAX_PAYLOAD));
+        let mut input = InBuffer::around(frame);
+        loop {
+            if out.len() == out.capacity() {
+                if out.len() >= MAX_PAYLOAD {
+                    return Err(FrameError::TooLarge);
+                }
+                out.reserve(out.len().min(MAX_PAYLOAD - out.len()));
+            }
+            let before = out.len();
+            let mut o = OutBuffer::around_pos(&mut out, before);
+            let left = dctx.decompress_stream(&mut o, &mut input).map_err(zerr)?;
+            let stalled = out.len() == before && out.len() < out.capacity();
+            if left == 0 || (input.pos() == frame.len() && stalled) {
+                // A frame the block walk called complete must also end for zstd (checksum
+                // included); an open one simply runs out of input.
+                if complete && left != 0 {
+                    return Err(FrameError::Decompress("frame ends early".into()));
+                }
+                return Ok(out);
+            }
+        }
+    }
 }

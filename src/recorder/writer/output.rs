@@ -45,7 +45,7 @@ impl SegmentWriter {
     /// Adds one encoded event to the batch. In event mode body chunks and session ends
     /// (`Sync::Now`) write the batch at once, so they are in the kernel before the bytes are
     /// forwarded; the session start, response head and trailers (`Sync::Deferred`) ride along
-    /// with the next write. Fewer records, zstd frames and `write(2)`s per exchange are most of
+    /// with the next write. Fewer zstd flushes and `write(2)`s per exchange are most of
     /// what recording costs per request.
     pub(super) fn push(&mut self, sync: Sync, put: impl FnOnce(&mut Vec<u8>)) -> io::Result<()> {
         self.check_open()?;
@@ -53,8 +53,11 @@ impl SegmentWriter {
             self.rotate()?;
         }
         if self.batch.is_empty() {
-            let index = self.active()?.records;
-            codec::begin_payload(&mut self.batch, index);
+            // A streamed record writes its index once, when it starts.
+            if self.streamer.is_none() {
+                let index = self.active()?.records;
+                codec::begin_payload(&mut self.batch, index);
+            }
             self.batch_since = Some(Instant::now());
         }
         put(&mut self.batch);
@@ -85,8 +88,31 @@ impl SegmentWriter {
         Ok(())
     }
 
+    /// Appends a batch of items to the open streamed record (event durability).
+    pub(super) fn write_streamed(&mut self, batch: &[u8]) -> io::Result<()> {
+        let (State::Open(active), Some(streamer)) = (&mut self.state, &mut self.streamer) else {
+            return Err(self.not_open());
+        };
+        if let Err(e) = streamer.append(active, batch, &mut self.record) {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
+    /// Ends the open streamed record, if any.
+    pub(super) fn end_stream(&mut self) -> io::Result<()> {
+        let (State::Open(active), Some(streamer)) = (&mut self.state, &mut self.streamer) else {
+            return Ok(());
+        };
+        if let Err(e) = streamer.end(active, &mut self.record) {
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
     /// Writes the seal record; returns its hash (the next segment's link).
     pub(super) fn seal(&mut self) -> io::Result<format::Hash> {
+        self.end_stream()?;
         let (records, head, seq) = {
             let a = self.active()?;
             (a.records, a.head, a.seq)
@@ -153,6 +179,9 @@ impl SegmentWriter {
         });
         self.batch.clear();
         self.batch_since = None;
+        if let Some(s) = &mut self.streamer {
+            s.abandon();
+        }
         e
     }
 }

@@ -1,6 +1,7 @@
 //! Recording cost and size for SSE transcripts: bytes on disk per 200-event OpenAI-style
 //! stream, compression ratio against the bytes the client received, and append cost, for each
-//! durability mode and zstd level.
+//! durability mode and zstd level; event mode also with 8 streams interleaved, as concurrent
+//! streams on one worker are.
 //!
 //! `cargo run --release --example record-bench [-- STREAMS]`
 
@@ -99,13 +100,40 @@ struct Figures {
     append: Duration,
 }
 
-fn run(durability: Durability, level: i32, streams: u64) -> Figures {
+fn head() -> ResponseHead {
+    ResponseHead {
+        offset_us: 9_000,
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        upstream: Some("vllm/10.0.1.2:8000".into()),
+    }
+}
+
+fn end() -> SessionEnd {
+    SessionEnd {
+        offset_us: 4_300_000,
+        reason: EndReason::Complete,
+        status: Some(200),
+        masking: Default::default(),
+        timing: Timing {
+            gateway_us: Some(250),
+            upstream_ttfb_us: Some(8_700),
+            total_us: Some(4_300_000),
+        },
+        bytes_in: 180,
+        bytes_out: 50_000,
+        error: None,
+    }
+}
+
+/// Records `streams` transcripts, `together` at a time with their events interleaved round
+/// robin (as concurrent streams on one worker are).
+fn run(durability: Durability, level: i32, streams: u64, together: u64) -> Figures {
     let dir = std::env::temp_dir().join(format!("mg-record-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut s = WriterSettings::new(&dir);
     s.durability = durability;
     s.zstd_level = level;
-    s.dictionary = modelgate::recorder::dictionary_for_writes(durability, level);
     s.segment_max_bytes = 1 << 40;
     let mut w = SegmentWriter::open(s, 0).unwrap();
     let header = std::fs::metadata(w.current_segment().unwrap())
@@ -114,51 +142,34 @@ fn run(durability: Durability, level: i32, streams: u64) -> Figures {
     let mut raw = 0;
     let mut events_appended = 0;
     let mut append = Duration::ZERO;
-    for i in 0..streams {
-        let events = transcript(i);
+    for group in (0..streams).collect::<Vec<_>>().chunks(together as usize) {
+        let transcripts: Vec<Vec<String>> = group.iter().map(|&i| transcript(i)).collect();
         let t = Instant::now();
-        let sid = w.start_session(&start(i)).unwrap();
-        w.response_head(
-            sid,
-            &ResponseHead {
-                offset_us: 9_000,
-                status: 200,
-                headers: vec![("content-type".into(), "text/event-stream".into())],
-                upstream: Some("vllm/10.0.1.2:8000".into()),
-            },
-        )
-        .unwrap();
-        for (k, e) in events.iter().enumerate() {
-            w.response_chunk(sid, 10_000 + k as u64 * 21_000, e.as_bytes())
-                .unwrap();
-            raw += e.len() as u64;
+        let mut sids = Vec::new();
+        for &i in group {
+            let sid = w.start_session(&start(i)).unwrap();
+            w.response_head(sid, &head()).unwrap();
+            sids.push(sid);
         }
-        w.end_session(
-            sid,
-            &SessionEnd {
-                offset_us: 4_300_000,
-                reason: EndReason::Complete,
-                status: Some(200),
-                masking: Default::default(),
-                timing: Timing {
-                    gateway_us: Some(250),
-                    upstream_ttfb_us: Some(8_700),
-                    total_us: Some(4_300_000),
-                },
-                bytes_in: 180,
-                bytes_out: 50_000,
-                error: None,
-            },
-        )
-        .unwrap();
+        for k in 0..EVENTS {
+            for (sid, events) in sids.iter().zip(&transcripts) {
+                w.response_chunk(*sid, 10_000 + k as u64 * 21_000, events[k].as_bytes())
+                    .unwrap();
+            }
+        }
+        for sid in sids {
+            w.end_session(sid, &end()).unwrap();
+        }
         append += t.elapsed();
-        events_appended += events.len() as u64 + 3;
+        for events in &transcripts {
+            raw += events.iter().map(|e| e.len() as u64).sum::<u64>();
+            events_appended += events.len() as u64 + 3;
+        }
     }
     w.flush().unwrap();
     let path = w.current_segment().unwrap().to_owned();
     let bytes = std::fs::read(&path).unwrap();
     let disk = bytes.len() as u64 - header;
-    // Records as written (one per event in event mode, one per batch in interval mode).
     let records = modelgate::recorder::format::scan(&bytes)
         .unwrap()
         .pieces
@@ -188,17 +199,19 @@ fn main() {
         raw / t.len()
     );
     println!(
-        "{:<26} {:>5} {:>12} {:>9} {:>7} {:>14} {:>14}",
-        "mode", "level", "disk/stream", "B/event", "ratio", "append µs/ev", "w/o links*"
+        "{:<26} {:>5} {:>12} {:>9} {:>7} {:>14} {:>9}",
+        "mode", "level", "disk/stream", "B/event", "ratio", "append µs/ev", "records"
     );
     let modes = [
-        ("event", Durability::Event),
+        ("event", Durability::Event, 1),
+        ("event, 8 streams at once", Durability::Event, 8),
         (
             "interval 64KiB/250ms",
             Durability::Interval {
                 every: Duration::from_millis(250),
                 bytes: 64 << 10,
             },
+            1,
         ),
         (
             "interval 16KiB/250ms",
@@ -206,22 +219,20 @@ fn main() {
                 every: Duration::from_millis(250),
                 bytes: 16 << 10,
             },
+            1,
         ),
     ];
-    for (name, d) in modes {
+    for (name, d, together) in modes {
         for level in [1, 3] {
-            let f = run(d, level, streams);
+            let f = run(d, level, streams, together);
             let per_stream = f.disk as f64 / streams as f64;
-            // How the ratio would look if records stored no 32-byte link (for comparison only).
-            let without = f.raw as f64 / (f.disk as f64 - 32.0 * f.records as f64);
             println!(
-                "{name:<26} {level:>5} {per_stream:>12.0} {:>9.1} {:>6.1}x {:>14.2} {:>13.1}x",
+                "{name:<26} {level:>5} {per_stream:>12.0} {:>9.1} {:>6.1}x {:>14.2} {:>9}",
                 per_stream / EVENTS as f64,
                 f.raw as f64 / f.disk as f64,
                 f.append.as_secs_f64() * 1e6 / f.events as f64,
-                without,
+                f.records,
             );
         }
     }
-    println!("* ratio if each record carried no 32-byte SHA-256 link (not a supported format)");
 }

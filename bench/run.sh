@@ -147,6 +147,17 @@ cpu_ticks() {    # utime+stime(+reaped children) of a process tree, in clock tic
     echo "$sum"
 }
 
+cpu_ns() {       # CPU time of a process tree's live threads in ns (schedstat: finer than ticks)
+    local sum=0 p f v
+    for p in $(proc_tree "$1"); do
+        for f in /proc/"$p"/task/*/schedstat; do
+            read -r v _ <"$f" 2>/dev/null || continue
+            sum=$((sum + v))
+        done
+    done
+    echo "$sum"
+}
+
 median() {       # median of the numeric arguments ("n/a" ignored)
     printf '%s\n' "$@" | grep -E '^-?[0-9.]+$' | sort -g |
         awk '{a[NR]=$1} END{ if(NR==0) print "n/a"; else if(NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'
@@ -402,12 +413,15 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
 }
 
 # Extra config for modelgate variants: `modelgate_rec` records every session (event
-# durability, fsync at seal); `modelgate_mask` masks every response (built-in detectors plus
-# 1000 literals).
+# durability, fsync at seal), `modelgate_reci` the same with interval durability;
+# `modelgate_mask` masks every response (built-in detectors plus 1000 literals).
 variant_toml() {  # VARIANT DIR
     case $1 in
         modelgate_rec)
             printf '\n[recording]\nenabled = true\ndir = "%s-rec"\ndurability = "event"\n' "$2"
+            ;;
+        modelgate_reci)
+            printf '\n[recording]\nenabled = true\ndir = "%s-rec"\ndurability = "interval"\n' "$2"
             ;;
         modelgate_auth)
             cat <<EOF
@@ -447,6 +461,7 @@ label() {
         modelgate) echo "modelgate (1 worker)" ;;
         modelgate_base) echo "modelgate baseline ($MODELGATE_BASE)${BASE_VARIANT:+ as $BASE_VARIANT}" ;;
         modelgate_rec) echo "modelgate + recording (event durability)" ;;
+        modelgate_reci) echo "modelgate + recording (interval durability, 250 ms / 64 KiB)" ;;
         modelgate_mask) echo "modelgate + masking (built-ins + 1000 literals)" ;;
         modelgate_auth) echo "modelgate + authn + policy (cached ES256 token)" ;;
     esac
@@ -458,7 +473,7 @@ rotate() {       # rotate N words...: the words starting at offset N (mod count)
     for ((i=0; i<k; i++)); do printf '%s ' "${a[(i + n) % k]}"; done
 }
 
-declare -A H1_CPU H1_RPS H1_ERR SSE_MED SSE_P99 SSE_BAD
+declare -A H1_CPU H1_RPS H1_ERR SSE_MED SSE_P99 SSE_BAD SSE_CPU
 TLS_LOAD=0
 ALL_TARGETS="direct nginx $MG_VARIANTS"
 
@@ -531,7 +546,7 @@ make_tls_cert() {  # a self-signed P-256 certificate for 127.0.0.1, shared by ng
 load_sse() {
     echo
     echo "== sse-1: 1 stream, $SSE_EVENTS events ${SSE_GAP_MS} ms apart; origin sse-bench"
-    local oport opid t r line med p99 n
+    local oport opid t r line med p99 n pid c0 c1
     alloc_port oport
     start_bg origin-sse "$SSE_BENCH" origin --listen "127.0.0.1:$oport" --events "$SSE_EVENTS" --gap-ms "$SSE_GAP_MS"
     opid=$LAST_PID
@@ -540,9 +555,14 @@ load_sse() {
     local timeout=$(( SSE_EVENTS * SSE_GAP_MS / 1000 + 30 ))
     for ((r=1; r<=REPEATS; r++)); do
         for t in $(rotate $((r - 1)) $TARGETS); do
-            eval "port=\$PORT_$t"
+            eval "port=\$PORT_$t pid=\$PID_$t"
+            [ "$t" = direct ] || c0=$(cpu_ns "$pid")
             run_fg "$SSE_BENCH" client --url "http://127.0.0.1:$port/sse" --timeout-s "$timeout" \
                 >"$T/sse-client-$t-$r.out" 2>"$T/sse-client-$t-$r.err"
+            if [ "$t" != direct ]; then
+                c1=$(cpu_ns "$pid")
+                SSE_CPU[$t]+="$(calc %.1f '(v[1] - v[2]) / 1000' "$c1" "$c0") "
+            fi
             line=$(head -n 1 "$T/sse-client-$t-$r.out")
             n=$(sed -n 's/.*events=\([0-9]*\).*/\1/p' <<<"$line")
             med=$(sed -n 's/.*median_us=\([-0-9.]*\).*/\1/p' <<<"$line")
@@ -619,19 +639,21 @@ if [[ " $LOADS " == *" sse-1 "* ]]; then
     echo
     echo "### sse-1 — 1 stream, $SSE_EVENTS events ${SSE_GAP_MS} ms apart, origin \`sse-bench origin\`"
     echo
-    echo "| target | median transit µs | p99 transit µs | added median µs/token vs direct | ÷ nginx's added | median per repeat |"
-    echo "|---|---:|---:|---:|---:|---|"
+    ng_cpu=$(median ${SSE_CPU[nginx]:-})
+    echo "| target | median transit µs | p99 transit µs | added median µs/token vs direct | ÷ nginx's added | CPU µs/stream | ÷ nginx | median per repeat |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---|"
     for t in $ALL_TARGETS; do
         if [ -z "${SSE_MED[$t]:-}" ]; then
-            echo "| $(label "$t") | skipped | | | | |"; continue
+            echo "| $(label "$t") | skipped | | | | | | |"; continue
         fi
         med=$(median ${SSE_MED[$t]}); p99=$(median ${SSE_P99[$t]})
-        if [ "$t" = direct ]; then added="–"; ratio="–"
+        if [ "$t" = direct ]; then added="–"; ratio="–"; cpu="–"; cpu_r="–"
         else added=$(calc %.1f 'v[1] - v[2]' "$med" "$d_med"); ratio=$(safe_div %.2f "$added" "$ng_added")
+            cpu=$(median ${SSE_CPU[$t]:-}); cpu_r=$(safe_div %.2f "$cpu" "$ng_cpu")
         fi
         bad=""; [ -n "${SSE_BAD[$t]:-}" ] && bad=" (${SSE_BAD[$t]} incomplete runs)"
-        printf '| %s | %s | %s | %s | %s | %s%s |\n' "$(label "$t")" "$(calc %.1f 'v[1]' "$med")" \
-            "$(calc %.1f 'v[1]' "$p99")" "$added" "$ratio" "${SSE_MED[$t]% }" "$bad"
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s%s |\n' "$(label "$t")" "$(calc %.1f 'v[1]' "$med")" \
+            "$(calc %.1f 'v[1]' "$p99")" "$added" "$ratio" "$cpu" "$cpu_r" "${SSE_MED[$t]% }" "$bad"
     done
 fi
 echo

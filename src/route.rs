@@ -97,7 +97,15 @@ impl Router {
 
     /// The best route for `host` (as sent, port allowed) and `path` (origin-form, query allowed).
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
-        let host = strip_port(host).to_ascii_lowercase();
+        let host = strip_port(host);
+        let lower;
+        let host = match host.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => {
+                lower = host.to_ascii_lowercase();
+                lower.as_str()
+            }
+            false => host,
+        };
         let path = path.split('?').next().unwrap_or(path);
         // Match on the path as model servers route it (Starlette, for one, decodes %XX), so
         // `/%761/…` cannot slip past a `/v1` route into a broader, more open one.
@@ -106,7 +114,7 @@ impl Router {
         self.routes
             .iter()
             .filter_map(|r| {
-                let rank = r.host.rank(&host)?;
+                let rank = r.host.rank(host)?;
                 prefix_matches(&r.path_prefix, path).then_some(((rank, r.path_prefix.len()), r))
             })
             .max_by_key(|(key, _)| *key)

@@ -217,14 +217,19 @@ impl Pool {
 
     /// Least outstanding among untried endpoints that are up; ties broken by rotation.
     fn pick(&self, tried: &[bool]) -> Option<usize> {
-        let now = Instant::now();
         let n = self.endpoints.len();
         let start = self.rotate.get();
         self.rotate.set(start.wrapping_add(1));
         let candidates = (0..n).map(|i| (start + i) % n).filter(|&i| !tried[i]);
         let up = candidates
             .clone()
-            .filter(|&i| self.endpoints[i].down_until.get().is_none_or(|t| t <= now))
+            // The clock is read only for an endpoint that is backing off (rarely).
+            .filter(|&i| {
+                self.endpoints[i]
+                    .down_until
+                    .get()
+                    .is_none_or(|t| t <= Instant::now())
+            })
             .min_by_key(|&i| self.endpoints[i].outstanding.get());
         // All remaining endpoints are backing off: try the one that recovers first, but only
         // as the first attempt (a request should not walk through a list of dead endpoints).

@@ -11,6 +11,7 @@
 //! values, whitespace before the colon, odd request targets. The caller turns a [`HeadError`]
 //! into 400/414/431 and closes the connection.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
@@ -184,7 +185,8 @@ impl Method {
 #[derive(Debug, Clone)]
 pub struct ResponseHead {
     pub status: u16,
-    pub reason: String,
+    /// Usually a canonical phrase, kept without an allocation.
+    pub reason: Cow<'static, str>,
     pub http11: bool,
     /// The message came over HTTP/2 (`Via` says `2`).
     pub h2: bool,
@@ -304,7 +306,10 @@ pub fn parse_response(
         _ => return Err(HeadError::TooLarge),
     };
     let code = res.code.unwrap_or(0);
-    let reason = res.reason.unwrap_or("").to_owned();
+    let reason = match res.reason.unwrap_or("") {
+        "OK" => Cow::Borrowed("OK"),
+        other => Cow::Owned(other.to_owned()),
+    };
     let http11 = res.version == Some(1);
     let ranges = field_ranges(buf, res.headers)?;
     let fields = Fields {

@@ -97,13 +97,25 @@ pub fn encode_request_head(
     fwd: &Forwarding<'_>,
     out: &mut BytesMut,
 ) {
-    out.reserve(req.head_len + 256);
+    // Room for what is added (the identity assertion can be larger than the client's
+    // `Authorization` it replaces) and a small body, which the sink appends to the head.
+    let assertion = fwd.identity.map_or(0, |(n, v)| n.len() + v.len() + 4);
+    out.reserve(req.head_len + 256 + assertion + small_body(req.framing));
     out.put_slice(req.method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(req.path.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
     request_fields(req, framing, fwd, out);
     out.put_slice(b"\r\n");
+}
+
+/// Bytes to reserve after a head for its body: a body this small usually arrives in one read
+/// and goes out in the head's buffer.
+fn small_body(framing: BodyFraming) -> usize {
+    match framing {
+        BodyFraming::Length(n) if n <= 16 * 1024 => n as usize,
+        _ => 0,
+    }
 }
 
 /// Where re-serialised fields go: an HTTP/1.1 head being written, or an HTTP/2 header map
@@ -182,12 +194,14 @@ pub fn request_fields(
         }
         out.field(name, value);
     }
-    let mut list = xff.unwrap_or_default();
-    if !list.is_empty() {
-        list.extend_from_slice(b", ");
+    match xff {
+        Some(mut list) => {
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(fwd.client_ip.as_bytes());
+            out.field(b"x-forwarded-for", &list);
+        }
+        None => out.field(b"x-forwarded-for", fwd.client_ip.as_bytes()),
     }
-    list.extend_from_slice(fwd.client_ip.as_bytes());
-    out.field(b"x-forwarded-for", &list);
     out.field(b"x-forwarded-proto", fwd.proto.as_bytes());
     out.field(b"via", via_token(req.http11, req.h2));
     out.field(b"x-request-id", fwd.request_id.as_bytes());
@@ -209,8 +223,16 @@ pub fn encode_response_head(
     request_id: &str,
     out: &mut BytesMut,
 ) {
-    out.reserve(res.head_len + 128);
-    out.put_slice(format!("HTTP/1.1 {} ", res.status).as_bytes());
+    out.reserve(res.head_len + 128 + small_body(res.framing));
+    // Status codes are three digits (the parser and the gateway's own responses see to it).
+    let s = res.status % 1000;
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(&[
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]);
+    out.put_u8(b' ');
     out.put_slice(res.reason.as_bytes());
     out.put_slice(b"\r\n");
     response_fields(res, framing, close, request_id, out);
@@ -272,7 +294,20 @@ fn wants_trailers(fields: &Fields) -> bool {
 
 fn put_framing(out: &mut impl FieldSink, framing: BodyFraming) {
     match framing {
-        BodyFraming::Length(n) => out.field(b"content-length", n.to_string().as_bytes()),
+        BodyFraming::Length(n) => {
+            let mut digits = [0u8; 20];
+            let mut at = digits.len();
+            let mut n = n;
+            loop {
+                at -= 1;
+                digits[at] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            out.field(b"content-length", &digits[at..])
+        }
         BodyFraming::Chunked => out.field(b"transfer-encoding", b"chunked"),
         BodyFraming::Empty | BodyFraming::UntilClose => {}
     }

@@ -104,7 +104,7 @@ pub fn response_head(
     };
     ResponseHead {
         status,
-        reason: parts.status.canonical_reason().unwrap_or("").to_owned(),
+        reason: parts.status.canonical_reason().unwrap_or("").into(),
         http11: true,
         h2: true,
         head_len: fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum(),

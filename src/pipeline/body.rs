@@ -69,7 +69,9 @@ pub enum Sink<'a> {
     H1 {
         conn: &'a mut Conn,
         framing: BodyFraming,
-        head: Option<Bytes>,
+        /// Encoded with room for a small first chunk, which is appended to it: one buffer and
+        /// one write for head and body.
+        head: Option<BytesMut>,
     },
     H2(&'a mut H2Send),
 }
@@ -140,12 +142,9 @@ impl Sink<'_> {
                     return Ok(());
                 }
                 let data = match head.take() {
-                    Some(head) if data.is_empty() => head,
-                    Some(head) => {
-                        let mut both = BytesMut::with_capacity(head.len() + data.len());
-                        both.extend_from_slice(&head);
-                        both.extend_from_slice(&data);
-                        both.freeze()
+                    Some(mut head) => {
+                        head.extend_from_slice(&data);
+                        head.freeze()
                     }
                     None => data,
                 };

@@ -106,7 +106,7 @@ impl Exchange<'_> {
                 let mut dst = Sink::H1 {
                     conn: &mut conn,
                     framing: self.to_upstream(),
-                    head: Some(out.freeze()),
+                    head: Some(out),
                 };
                 let sent = self
                     .request_body(
@@ -409,7 +409,7 @@ impl Exchange<'_> {
                 Sink::H1 {
                     conn,
                     framing: to_client,
-                    head: Some(head.freeze()),
+                    head: Some(head),
                 }
             }
             ClientOut::H2(send) => {

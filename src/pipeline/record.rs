@@ -95,10 +95,10 @@ pub fn response_head(
     session: Option<&Session>,
     res: &ResponseHead,
 ) -> Result<(), Error> {
-    let upstream = ctx.upstream.as_deref().map(str::to_owned);
     let Some(session) = session else {
         return Ok(());
     };
+    let upstream = ctx.upstream.as_deref().map(str::to_owned);
     let head = recorder::ResponseHead {
         offset_us: 0,
         status: res.status,

@@ -434,6 +434,10 @@ pub fn model_from_json_prefix(buf: &[u8]) -> Scan {
 ///
 /// [`classify`]: crate::policy::classes::classify
 pub fn model_from_path(path: &str) -> Option<String> {
+    // Most paths cannot name a model; only a path with escapes needs decoding to tell.
+    if !path.contains('%') && !path.starts_with("/v2/") && !path.starts_with("/v1/models/") {
+        return None;
+    }
     let segs = segments(path)?;
     let segs: Vec<&str> = segs.iter().map(|s| s.as_ref()).collect();
     match segs.as_slice() {
@@ -825,6 +829,11 @@ mod tests {
             ("/v2/models/%ff/infer", None),
             ("/v2/models/%zz/infer", None),
             ("v2/models/x/infer", None),
+            // Escapes cannot hide a model path from the fast path for paths without one.
+            ("/%762/models/resnet/infer", Some("resnet")),
+            ("/v1/%6dodels/gpt-4o", Some("gpt-4o")),
+            ("/v2/models/resnet/infer?x=1", Some("resnet")),
+            ("/1k", None),
         ];
         for &(path, want) in cases {
             assert_eq!(model_from_path(path).as_deref(), want, "{path}");

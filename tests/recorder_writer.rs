@@ -11,6 +11,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
+use modelgate::recorder::format::Piece;
 use modelgate::recorder::read::{read_segment, segment_files};
 use modelgate::recorder::sink::{FileStorage, Sink, Storage};
 use modelgate::recorder::{sign, verify_dir, Durability, Retention, SegmentWriter};
@@ -165,6 +166,33 @@ fn event_mode_puts_each_chunk_in_the_file_before_append_returns() {
         // Read by another file handle: what a post-crash reader would see.
         assert_eq!(read_segment(&path).unwrap().events.len() as u64, i + 2);
     }
+}
+
+#[test]
+fn an_open_record_ends_after_a_second_without_events_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SegmentWriter::open(settings(dir.path()), 0).unwrap();
+    let path = w.current_segment().unwrap().to_owned();
+    let last_is_open = || {
+        let bytes = std::fs::read(&path).unwrap();
+        let scan = modelgate::recorder::format::scan(&bytes).unwrap();
+        matches!(scan.pieces.last(), Some(Piece::Record(r)) if r.open)
+    };
+    let sid = w.start_session(&start("r", "alice", 1)).unwrap();
+    let t0 = Instant::now();
+    // A slow stream: an event every 300 ms, upkeep ticks in between.
+    for k in 0..5u64 {
+        w.response_chunk(sid, k, b"data: x\n\n").unwrap();
+        w.maybe_flush(t0 + Duration::from_millis(300 * k)).unwrap();
+    }
+    assert!(last_is_open(), "one record for the whole slow stream");
+    w.maybe_flush(t0 + Duration::from_millis(2000)).unwrap();
+    assert!(last_is_open(), "0.8 s without events: still open");
+    w.maybe_flush(t0 + Duration::from_millis(2300)).unwrap();
+    assert!(!last_is_open(), "1.1 s without events: ended");
+    assert_eq!(records(&path).len(), 1);
+    let report = verify_dir(dir.path(), None).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_break());
 }
 
 #[test]

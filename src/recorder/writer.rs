@@ -276,7 +276,7 @@ impl SegmentWriter {
             (_, None) => {}
         }
         if let (State::Open(active), Some(streamer)) = (&mut self.state, &mut self.streamer) {
-            if let Err(e) = streamer.idle_tick(active, &mut self.record) {
+            if let Err(e) = streamer.idle_tick(now, active, &mut self.record) {
                 return Err(self.fail(e));
             }
         }

@@ -8,11 +8,12 @@
 //! where a frame of its own paid for the frame header, a checksum, a link and whatever the
 //! dictionary could not predict.
 //!
-//! The record ends (last block, checksum) once `RECORD_BYTES` of payload went in, or before a
-//! seal; only then does it get its hash and become the next record's link. Its complete blocks
+//! The record ends (last block, checksum) once `RECORD_BYTES` of payload went in, before a seal,
+//! or after `IDLE_END` without events; only then does it get its hash and become the next record's link. Its complete blocks
 //! are readable before that (see `format::scan`).
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective;
@@ -27,6 +28,9 @@ use crate::recorder::segment::Active;
 /// hash.
 pub(super) const RECORD_BYTES: usize = 256 * 1024;
 
+/// How long an open record may go without an append before it is ended.
+const IDLE_END: Duration = Duration::from_secs(1);
+
 /// zstd's window: a record never refers further back than its own start.
 const WINDOW_LOG: u32 = 18;
 
@@ -36,6 +40,8 @@ pub(super) struct Streamer {
     open: Option<(Sha256, usize)>,
     /// Something was appended since the last [`Streamer::idle_tick`].
     appended: bool,
+    /// The last tick that found appends (or found no record open).
+    busy_at: Option<Instant>,
 }
 
 impl Streamer {
@@ -56,17 +62,28 @@ impl Streamer {
             cctx,
             open: None,
             appended: false,
+            busy_at: None,
         })
     }
 
-    /// Called on each upkeep tick: ends a record that got nothing since the previous tick, so
-    /// a quiet gateway's last events get their hash (and the next record's link) within two
-    /// ticks instead of waiting for more traffic.
-    pub(super) fn idle_tick(&mut self, active: &mut Active, out: &mut Vec<u8>) -> io::Result<()> {
-        if std::mem::take(&mut self.appended) {
+    /// Called on each upkeep tick (`now`): ends a record that got nothing for `IDLE_END`, so a
+    /// quiet gateway's last events get their hash (and the next record's link) without waiting
+    /// for more traffic. A slow stream (one token a second or more) keeps its record open, and
+    /// with it the history its events compress against.
+    pub(super) fn idle_tick(
+        &mut self,
+        now: Instant,
+        active: &mut Active,
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        if std::mem::take(&mut self.appended) || self.open.is_none() {
+            self.busy_at = Some(now);
             return Ok(());
         }
-        self.end(active, out)
+        match self.busy_at {
+            Some(t) if now.saturating_duration_since(t) < IDLE_END => Ok(()),
+            _ => self.end(active, out),
+        }
     }
 
     /// Appends `batch` (encoded items) to the open record, starting one if needed, and writes

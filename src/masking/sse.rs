@@ -42,10 +42,10 @@ impl SseFilter {
         }
     }
 
-    /// Length of the first complete event in `pending`, if there is one.
-    fn complete_event(&mut self) -> Option<usize> {
-        let buf = &self.pending;
-        let mut i = self.searched;
+    /// Length of the first complete event in `buf` (what is left of `pending`), if there is
+    /// one. `searched` and `line_start` carry the search across chunks.
+    fn complete_event(buf: &[u8], searched: &mut usize, line_start: &mut usize) -> Option<usize> {
+        let mut i = *searched;
         while i < buf.len() {
             let term = match buf[i] {
                 b'\n' => 1,
@@ -57,16 +57,16 @@ impl SseFilter {
                     continue;
                 }
             };
-            let empty = i == self.line_start;
+            let empty = i == *line_start;
             i += term;
-            self.line_start = i;
+            *line_start = i;
             if empty {
-                self.searched = 0;
-                self.line_start = 0;
+                *searched = 0;
+                *line_start = 0;
                 return Some(i);
             }
         }
-        self.searched = i;
+        *searched = i;
         None
     }
 
@@ -121,10 +121,18 @@ impl SseFilter {
     fn run(&mut self, data: &[u8], end: bool, out: &mut BytesMut) -> Result<(), MaskError> {
         let now = Instant::now();
         self.pending.extend_from_slice(data);
-        while let Some(len) = self.complete_event() {
-            let event: Vec<u8> = self.pending.drain(..len).collect();
-            self.process(&event, now, out)?;
+        // Events are processed in place and the buffer shifted once per chunk: a chunk holding
+        // many events must not move its tail once per event.
+        let mut buf = std::mem::take(&mut self.pending);
+        let mut start = 0;
+        while let Some(len) =
+            Self::complete_event(&buf[start..], &mut self.searched, &mut self.line_start)
+        {
+            self.process(&buf[start..start + len], now, out)?;
+            start += len;
         }
+        buf.drain(..start);
+        self.pending = buf;
         if end {
             if !self.pending.is_empty() {
                 // An unterminated last event: processed as if complete, so its text is masked.

@@ -41,7 +41,9 @@ pub(crate) struct Shapes {
 struct TextStream {
     key: Key,
     engine: Engine,
-    template: Option<Rc<Value>>,
+    /// The `data` of the last event that carried this stream's text (parsed again only if
+    /// an event has to be synthesized from it, which is rare).
+    template: Option<Rc<str>>,
     event_name: Option<String>,
 }
 
@@ -141,7 +143,7 @@ impl Shapes {
                 Outcome::Pass
             });
         }
-        let snapshot = (!items.is_empty()).then(|| Rc::new(event.clone()));
+        let snapshot: Option<Rc<str>> = (!items.is_empty()).then(|| data.into());
         let mut texts = Vec::with_capacity(items.len());
         for (key, loc, text) in items {
             let i = self.stream(&key, now, verdict)?;
@@ -280,8 +282,7 @@ fn flush(
 
 /// An event carrying `text` for `stream`, shaped like the last event that carried its text.
 fn synthesize(stream: &TextStream, text: &str) -> Option<Synth> {
-    let template = stream.template.as_deref()?;
-    let mut event = template.clone();
+    let mut event: Value = serde_json::from_str(stream.template.as_deref()?).ok()?;
     match stream.key {
         Key::Choice { index, field } => {
             let choice = match field {

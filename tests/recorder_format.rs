@@ -501,3 +501,46 @@ fn an_open_record_reads_and_verifies_and_a_writer_after_a_crash_links_to_it() {
     let report = verify_dir(crashed.path(), None).unwrap();
     assert!(!report.is_ok(), "an edited open record went unnoticed");
 }
+
+#[test]
+fn recorded_bytes_that_spell_a_record_magic_do_not_break_an_open_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SegmentWriter::open(settings(dir.path()), 0).unwrap();
+    let path = w.current_segment().unwrap().to_owned();
+    // Incompressible bytes with both record magics and a zstd magic inside: stored as they are
+    // in the frame's blocks.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng as u8
+            })
+            .collect()
+    };
+    let mut body = noise(100);
+    body.extend_from_slice(b"MGR\x02");
+    body.extend_from_slice(&noise(32));
+    body.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd]);
+    body.extend_from_slice(b"MGR\x01");
+    body.extend_from_slice(&noise(60));
+    let sid = w.start_session(&start("magic", "mallory", 1)).unwrap();
+    w.request_chunk(sid, 1, &body).unwrap();
+    w.response_chunk(sid, 2, &body).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(
+        bytes.windows(4).filter(|w| *w == b"MGR\x02").count() >= 2,
+        "the magic is in the file as written"
+    );
+    let scan = format::scan(&bytes).unwrap();
+    assert_eq!(scan.pieces.len(), 1, "{:?}", scan.pieces);
+    assert!(matches!(&scan.pieces[0], Piece::Record(r) if r.open && r.payload.is_ok()));
+    assert_eq!(scan.tail, Tail::Clean);
+    let report = verify_dir(dir.path(), None).unwrap();
+    assert!(report.is_ok(), "{:?}", report.first_break());
+    let s = &load_sessions(&[path], &|_| true).unwrap()[0];
+    assert_eq!(s.response_body[0].data, body);
+    drop(w);
+}

@@ -196,6 +196,27 @@ fn an_open_record_ends_after_a_second_without_events_and_not_before() {
 }
 
 #[test]
+fn a_trickle_of_events_cannot_keep_a_record_open_past_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = SegmentWriter::open(settings(dir.path()), 0).unwrap();
+    let path = w.current_segment().unwrap().to_owned();
+    let sid = w.start_session(&start("r", "alice", 1)).unwrap();
+    let t0 = Instant::now();
+    // One event every 0.9 s (never idle for a second), a tick after each.
+    for k in 0..75u64 {
+        w.response_chunk(sid, k, b"data: x\n\n").unwrap();
+        w.maybe_flush(t0 + Duration::from_millis(900 * k)).unwrap();
+    }
+    // Ended once at the 60 s tick, then a second record opened for the rest.
+    let recs = records(&path);
+    assert_eq!(recs.len(), 2, "{recs:?}");
+    let bytes = std::fs::read(&path).unwrap();
+    let scan = modelgate::recorder::format::scan(&bytes).unwrap();
+    assert!(matches!(&scan.pieces[0], Piece::Record(r) if !r.open));
+    assert!(matches!(&scan.pieces[1], Piece::Record(r) if r.open));
+}
+
+#[test]
 fn interval_mode_batches_until_the_interval_or_the_size_is_reached() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = settings(dir.path());

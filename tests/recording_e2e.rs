@@ -615,12 +615,11 @@ fn disk_full_fail_closed(pacing: Pacing) {
         );
         assert_error(&r, 503, "recording_unavailable");
     }
-    assert!(
-        gw.logs()
-            .iter()
-            .any(|l| l.to_string().contains("recording") && l["level"] == "ERROR"),
-        "the disk error was not logged"
-    );
+    // Waited for: the log lines come through a pipe read by another thread.
+    gw.try_wait_log(GUARD, |l| {
+        l.to_string().contains("recording") && l["level"] == "ERROR"
+    })
+    .unwrap_or_else(|why| panic!("the disk error was not logged: {why}"));
     assert!(!gw.log_dump().contains("panicked"), "gateway panicked");
 
     // What was written before is intact: listed, readable, and the chain verifies (at most a torn
@@ -671,12 +670,10 @@ fn disk_full_fail_open_keeps_serving() {
             );
         }
     }
-    assert!(
-        gw.logs()
-            .iter()
-            .any(|l| l["level"] == "ERROR" && l.to_string().contains("recording")),
-        "the disk never filled up (no recording error logged)"
-    );
+    gw.try_wait_log(GUARD, |l| {
+        l["level"] == "ERROR" && l.to_string().contains("recording")
+    })
+    .unwrap_or_else(|why| panic!("the disk never filled up (no recording error logged): {why}"));
     let lines = list(&dir, &[]);
     let complete = lines.iter().filter(|l| l.contains("end=complete")).count();
     assert!(

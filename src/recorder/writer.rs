@@ -280,8 +280,11 @@ impl SegmentWriter {
                 return Err(self.fail(e));
             }
         }
+        let open_record = self.streamer.as_ref().is_some_and(|s| s.is_open());
         let age = match &self.state {
-            State::Open(a) => (a.records > 0).then(|| now.saturating_duration_since(a.opened)),
+            State::Open(a) => {
+                (a.records > 0 || open_record).then(|| now.saturating_duration_since(a.opened))
+            }
             _ => None,
         };
         if age.is_some_and(|age| age >= self.settings.segment_max_age) {

@@ -1,6 +1,7 @@
 //! The scanner: any bytes in, records / corrupt stretches / tail state out. Pure, total and
-//! bounded: lengths are checked before slicing and decompressed sizes are capped, so hostile
-//! input costs at most its own size (fuzzed by `record_reader`).
+//! bounded: lengths are checked before slicing and each record's decompressed size is capped
+//! (`MAX_PAYLOAD`), so hostile input cannot make it loop or allocate without bound (fuzzed by
+//! `record_reader`).
 
 use std::fmt;
 
@@ -140,16 +141,29 @@ pub fn scan(buf: &[u8]) -> Result<Scan, HeaderError> {
                 pieces.push(record(buf, pos..end, link, payload, false));
                 pos = end;
             }
-            Extent::Invalid(why) => {
+            Extent::Invalid { whole, why } => {
                 let why = format!("streamed record: {why}");
-                pos = skip(&mut pieces, pos, resync(buf, pos + 1), why);
+                // Damage after whole blocks with no record after it (a zero-filled tail after
+                // power loss, say) is the open last record's torn tail: its whole blocks still
+                // read. Anywhere else the record is corrupt as a whole.
+                let next = resync(buf, pos + 1);
+                if whole > 0 && resync(buf, start + whole) == buf.len() {
+                    let end = start + whole;
+                    let payload = dec.streamed(&buf[start..end], false);
+                    pieces.push(record(buf, pos..end, link, payload, true));
+                    pos = skip(&mut pieces, end, buf.len(), why);
+                } else {
+                    pos = skip(&mut pieces, pos, next, why);
+                }
             }
             Extent::Open { whole, need } => {
-                // Only the last record of a file can be open; one with records after it is
-                // damage (the writer never starts a record before ending the one before).
-                let next = resync(buf, start);
+                // The frame runs past the end of the file: the last record, open, unless a
+                // record follows its last whole block (a damaged block length swallowed it).
+                // Only what follows the whole blocks is searched: recorded bytes inside them
+                // may spell a record magic.
+                let next = resync(buf, start + whole);
                 if next < buf.len() {
-                    let why = "streamed record does not end before the next record";
+                    let why = "streamed record runs into the next record";
                     pos = skip(&mut pieces, pos, next, why);
                     continue;
                 }

@@ -14,26 +14,29 @@ pub enum Extent {
     /// The input ends inside the frame. `whole`: bytes up to the end of the last complete
     /// block (0 when not even the first block is complete); `need`: the input length that
     /// would complete the next piece (header, block or checksum).
-    Open {
-        whole: usize,
-        need: usize,
-    },
-    Invalid(&'static str),
+    Open { whole: usize, need: usize },
+    /// Not a frame we wrote: `whole` bytes of complete blocks come before the problem (0 when
+    /// the header is the problem).
+    Invalid { whole: usize, why: &'static str },
 }
 
 pub fn extent(buf: &[u8]) -> Extent {
     let have = buf.len().min(4);
     if buf[..have] != super::ZSTD_MAGIC[..have] {
-        return Extent::Invalid("not a zstd frame");
+        return invalid(0, "not a zstd frame");
     }
     let Some(&fhd) = buf.get(4) else {
         return Extent::Open { whole: 0, need: 5 };
     };
     if fhd & 0x08 != 0 {
-        return Extent::Invalid("reserved bit set in the frame header");
+        return invalid(0, "reserved bit set in the frame header");
+    }
+    if fhd & 0x04 == 0 {
+        // Ours always carry one; without it an edited block would go unnoticed.
+        return invalid(0, "frame without a content checksum");
     }
     let single_segment = fhd & 0x20 != 0;
-    let checksum = if fhd & 0x04 != 0 { 4 } else { 0 };
+    let checksum = 4;
     let dict_id = [0, 1, 2, 4][usize::from(fhd & 3)];
     let content_size = match fhd >> 6 {
         0 => usize::from(single_segment),
@@ -52,14 +55,18 @@ pub fn extent(buf: &[u8]) -> Extent {
         };
         let header = u32::from(h[0]) | u32::from(h[1]) << 8 | u32::from(h[2]) << 16;
         let size = (header >> 3) as usize;
+        let last = header & 1 == 1;
         let body = match (header >> 1) & 3 {
+            // zstd never writes an empty block except to end a frame; a run of them is what a
+            // zero-filled tail (power loss) looks like.
+            0 | 1 if size == 0 && !last => return invalid(whole, "empty block"),
             0 | 2 if size <= MAX_BLOCK => size,
             1 if size <= MAX_BLOCK => 1,
-            3 => return Extent::Invalid("reserved block type"),
-            _ => return Extent::Invalid("block larger than zstd allows"),
+            3 => return invalid(whole, "reserved block type"),
+            _ => return invalid(whole, "block larger than zstd allows"),
         };
         let end = pos + 3 + body;
-        if header & 1 == 1 {
+        if last {
             // The last block counts only with its checksum: a frame cut between them was cut
             // in the middle of the write that ended it.
             let end = end + checksum;
@@ -75,6 +82,10 @@ pub fn extent(buf: &[u8]) -> Extent {
         pos = end;
         whole = end;
     }
+}
+
+fn invalid(whole: usize, why: &'static str) -> Extent {
+    Extent::Invalid { whole, why }
 }
 
 #[cfg(test)]
@@ -122,16 +133,28 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_filled_tail_is_not_a_run_of_empty_blocks() {
+        let (frame, ends) = streamed(&[b"hello ", b"world, hello ", b"world", b""]);
+        let mut torn = frame[..ends[1]].to_vec();
+        torn.extend_from_slice(&[0; 12]);
+        assert_eq!(extent(&torn), invalid(ends[1], "empty block"));
+    }
+
+    #[test]
     fn garbage_is_invalid_not_a_panic() {
-        assert_eq!(extent(b"abcd"), Extent::Invalid("not a zstd frame"));
+        assert_eq!(extent(b"abcd"), invalid(0, "not a zstd frame"));
         assert_eq!(
             extent(&[0x28, 0xb5, 0x2f, 0xfd, 0x08]),
-            Extent::Invalid("reserved bit set in the frame header")
+            invalid(0, "reserved bit set in the frame header")
         );
-        // A header, then a block of the reserved type.
+        // A header (checksum flag set), then a block of the reserved type.
         assert_eq!(
-            extent(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00, 0x06, 0x00, 0x00]),
-            Extent::Invalid("reserved block type")
+            extent(&[0x28, 0xb5, 0x2f, 0xfd, 0x04, 0x00, 0x06, 0x00, 0x00]),
+            invalid(0, "reserved block type")
+        );
+        assert_eq!(
+            extent(&[0x28, 0xb5, 0x2f, 0xfd, 0x00, 0x00, 0x02, 0x00, 0x00]),
+            invalid(0, "frame without a content checksum")
         );
         assert_eq!(extent(&[]), Extent::Open { whole: 0, need: 5 });
     }

@@ -64,11 +64,9 @@ pub(super) fn check_link(
             "header does not link to the previous seal".into(),
         ),
         PrevLink::Recovered { head, valid_len } => {
-            if prev
-                .heads
-                .iter()
-                .any(|&(end, h)| end == valid_len && h == head)
-            {
+            // The acknowledged point must be the last whole record: whole records after it
+            // would be records the next writer never saw (appended later).
+            if prev.heads.last() == Some(&(valid_len, head)) {
                 if prev.torn.is_some() {
                     rep.notes.push(format!(
                         "segment {} has a torn tail after byte {valid_len}, acknowledged by the \

@@ -31,6 +31,9 @@ pub(super) const RECORD_BYTES: usize = 256 * 1024;
 /// How long an open record may go without an append before it is ended.
 const IDLE_END: Duration = Duration::from_secs(1);
 
+/// How long a record may stay open at all (counted in upkeep ticks).
+const MAX_OPEN: Duration = Duration::from_secs(60);
+
 /// zstd's window: a record never refers further back than its own start.
 const WINDOW_LOG: u32 = 18;
 
@@ -42,6 +45,8 @@ pub(super) struct Streamer {
     appended: bool,
     /// The last tick that found appends (or found no record open).
     busy_at: Option<Instant>,
+    /// The first tick that found the current record open.
+    open_since: Option<Instant>,
 }
 
 impl Streamer {
@@ -63,27 +68,42 @@ impl Streamer {
             open: None,
             appended: false,
             busy_at: None,
+            open_since: None,
         })
+    }
+
+    pub(super) fn is_open(&self) -> bool {
+        self.open.is_some()
     }
 
     /// Called on each upkeep tick (`now`): ends a record that got nothing for `IDLE_END`, so a
     /// quiet gateway's last events get their hash (and the next record's link) without waiting
-    /// for more traffic. A slow stream (one token a second or more) keeps its record open, and
-    /// with it the history its events compress against.
+    /// for more traffic, and any record open for `MAX_OPEN`, so a trickle of events cannot keep
+    /// them unlinked for long. A slow stream (a token a second or more) keeps its record open
+    /// meanwhile, and with it the history its events compress against.
     pub(super) fn idle_tick(
         &mut self,
         now: Instant,
         active: &mut Active,
         out: &mut Vec<u8>,
     ) -> io::Result<()> {
-        if std::mem::take(&mut self.appended) || self.open.is_none() {
-            self.busy_at = Some(now);
+        if self.open.is_none() {
+            (self.busy_at, self.open_since, self.appended) = (Some(now), None, false);
             return Ok(());
         }
-        match self.busy_at {
-            Some(t) if now.saturating_duration_since(t) < IDLE_END => Ok(()),
-            _ => self.end(active, out),
+        let since = *self.open_since.get_or_insert(now);
+        let busy = std::mem::take(&mut self.appended);
+        if busy {
+            self.busy_at = Some(now);
         }
+        let idle = self
+            .busy_at
+            .is_none_or(|t| now.saturating_duration_since(t) >= IDLE_END);
+        if idle || now.saturating_duration_since(since) >= MAX_OPEN {
+            self.open_since = None;
+            return self.end(active, out);
+        }
+        Ok(())
     }
 
     /// Appends `batch` (encoded items) to the open record, starting one if needed, and writes

@@ -5,7 +5,7 @@
 #   bench/run.sh                       # DURATION=10 REPEATS=3
 #   DURATION=3 REPEATS=1 bench/run.sh  # quick check
 #
-# Knobs (env): DURATION REPEATS WARMUP CONNS THREADS LOADS SSE_EVENTS SSE_GAP_MS
+# Knobs (env): DURATION REPEATS WARMUP CONNS THREADS LOADS SSE_EVENTS SSE_GAP_MS SSE_STREAMS
 #   ORIGIN_WORKERS MODELGATE SSE_BENCH SKIP_MODELGATE BUILD KEEP_TMP READY_TIMEOUT
 # See bench/README.md.
 set -uo pipefail
@@ -18,6 +18,7 @@ THREADS=${THREADS:-1}             # wrk -t
 LOADS=${LOADS:-"h1-1k tls-1k sse-1"}  # which loads to run
 SSE_EVENTS=${SSE_EVENTS:-200}     # events per SSE stream
 SSE_GAP_MS=${SSE_GAP_MS:-10}      # gap between SSE events
+SSE_STREAMS=${SSE_STREAMS:-1}     # concurrent SSE streams per run (CPU per event is steadier with many)
 ORIGIN_WORKERS=${ORIGIN_WORKERS:-2}  # workers of the origin nginx (h1-1k)
 SKIP_MODELGATE=${SKIP_MODELGATE:-0}  # 1 = measure direct + nginx only
 BUILD=${BUILD:-1}                 # 0 = never run cargo (use what exists / rustc fallback)
@@ -545,7 +546,7 @@ make_tls_cert() {  # a self-signed P-256 certificate for 127.0.0.1, shared by ng
 # ------------------------------------------------------------------- sse-1 ---
 load_sse() {
     echo
-    echo "== sse-1: 1 stream, $SSE_EVENTS events ${SSE_GAP_MS} ms apart; origin sse-bench"
+    echo "== sse-1: $SSE_STREAMS stream(s) at once, $SSE_EVENTS events each ${SSE_GAP_MS} ms apart; origin sse-bench"
     local oport opid t r line med p99 n pid c0 c1
     alloc_port oport
     start_bg origin-sse "$SSE_BENCH" origin --listen "127.0.0.1:$oport" --events "$SSE_EVENTS" --gap-ms "$SSE_GAP_MS"
@@ -558,10 +559,10 @@ load_sse() {
             eval "port=\$PORT_$t pid=\$PID_$t"
             [ "$t" = direct ] || c0=$(cpu_ns "$pid")
             run_fg "$SSE_BENCH" client --url "http://127.0.0.1:$port/sse" --timeout-s "$timeout" \
-                >"$T/sse-client-$t-$r.out" 2>"$T/sse-client-$t-$r.err"
+                --streams "$SSE_STREAMS" >"$T/sse-client-$t-$r.out" 2>"$T/sse-client-$t-$r.err"
             if [ "$t" != direct ]; then
                 c1=$(cpu_ns "$pid")
-                SSE_CPU[$t]+="$(calc %.1f '(v[1] - v[2]) / 1000' "$c1" "$c0") "
+                SSE_CPU[$t]+="$(calc %.2f '(v[1] - v[2]) / 1000 / v[3]' "$c1" "$c0" "$((SSE_EVENTS * SSE_STREAMS))") "
             fi
             line=$(head -n 1 "$T/sse-client-$t-$r.out")
             n=$(sed -n 's/.*events=\([0-9]*\).*/\1/p' <<<"$line")
@@ -569,13 +570,14 @@ load_sse() {
             p99=$(sed -n 's/.*p99_us=\([-0-9.]*\).*/\1/p' <<<"$line")
             # Masking may carry held-back text into one extra event at the end (the last
             # event's envelope with the rest of the text): more events is not a loss.
-            if [ "${n:-0}" -lt "$SSE_EVENTS" ]; then
-                echo "[sse-1 r$r] $t: WARNING: got ${n:-0} of $SSE_EVENTS events: $(cat "$T/sse-client-$t-$r.err")"
+            if [ "${n:-0}" -lt "$((SSE_EVENTS * SSE_STREAMS))" ]; then
+                echo "[sse-1 r$r] $t: WARNING: got ${n:-0} of $((SSE_EVENTS * SSE_STREAMS)) events: $(cat "$T/sse-client-$t-$r.err")"
                 SSE_BAD[$t]=$(( ${SSE_BAD[$t]:-0} + 1 ))
                 [ "${n:-0}" = 0 ] && { med=n/a; p99=n/a; }
             fi
             SSE_MED[$t]+="${med:-n/a} "; SSE_P99[$t]+="${p99:-n/a} "
-            printf '[sse-1 r%d] %-10s %s\n' "$r" "$t" "${line:-(no output)}"
+            printf '[sse-1 r%d] %-10s %s cpu_us_per_event=%s\n' "$r" "$t" "${line:-(no output)}" \
+                "$(awk '{print $NF}' <<<"${SSE_CPU[$t]:-n/a}")"
         done
     done
     stop_targets
@@ -637,10 +639,10 @@ if [[ " $LOADS " == *" sse-1 "* ]]; then
     d_med=$(median ${SSE_MED[direct]:-})
     ng_added=$(calc %.1f 'v[1] - v[2]' "$(median ${SSE_MED[nginx]:-})" "$d_med")
     echo
-    echo "### sse-1 — 1 stream, $SSE_EVENTS events ${SSE_GAP_MS} ms apart, origin \`sse-bench origin\`"
+    echo "### sse-1 — $SSE_STREAMS stream(s) at once, $SSE_EVENTS events each ${SSE_GAP_MS} ms apart, origin \`sse-bench origin\`"
     echo
     ng_cpu=$(median ${SSE_CPU[nginx]:-})
-    echo "| target | median transit µs | p99 transit µs | added median µs/token vs direct | ÷ nginx's added | CPU µs/stream | ÷ nginx | median per repeat |"
+    echo "| target | median transit µs | p99 transit µs | added median µs/token vs direct | ÷ nginx's added | CPU µs/event | ÷ nginx | median per repeat |"
     echo "|---|---:|---:|---:|---:|---:|---:|---|"
     for t in $ALL_TARGETS; do
         if [ -z "${SSE_MED[$t]:-}" ]; then

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! sse-bench origin --listen 127.0.0.1:PORT [--events 200] [--gap-ms 10]
-//! sse-bench client --url http://127.0.0.1:PORT/sse [--repeat 1] [--timeout-s 30]
+//! sse-bench client --url http://127.0.0.1:PORT/sse [--repeat 1] [--timeout-s 30] [--streams 1]
 //! ```
 //!
 //! The origin stamps every event with its send time (ns since UNIX_EPOCH, the
@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const USAGE: &str = "usage:
   sse-bench origin --listen 127.0.0.1:PORT [--events 200] [--gap-ms 10]
-  sse-bench client --url http://127.0.0.1:PORT/sse [--repeat 1] [--timeout-s 30]
+  sse-bench client --url http://127.0.0.1:PORT/sse [--repeat 1] [--timeout-s 30] [--streams 1]
 
 origin: HTTP/1.1 server, one thread per connection, keep-alive.
   GET /sse...  200 text/event-stream, chunked; N events `data: {\"t\":<ns>,\"i\":<n>,...}`
@@ -32,7 +32,8 @@ origin: HTTP/1.1 server, one thread per connection, keep-alive.
                one chunk each, gap-ms apart, then the terminal chunk.
   GET /1k      200 with a 1024-byte body and content-length.
   anything else 404.
-client: one connection per run; prints per run
+client: one connection per run (--streams N: N connections at once, figures over all their
+  events); prints per run
   events=N median_us=X p90_us=Y p99_us=Z max_us=W";
 
 fn now_ns() -> i128 {
@@ -101,10 +102,11 @@ fn main() {
                 .unwrap_or_else(|| die("client: --url is required"));
             let repeat: u32 = args.num("--repeat", 1);
             let timeout_s: u64 = args.num("--timeout-s", 30);
+            let streams: u32 = args.num("--streams", 1);
             args.finish();
             let mut failed = false;
             for _ in 0..repeat.max(1) {
-                match client_run(&url, Duration::from_secs(timeout_s.max(1))) {
+                match client_streams(&url, Duration::from_secs(timeout_s.max(1)), streams.max(1)) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
                         eprintln!("sse-bench client: {e}");
@@ -502,7 +504,32 @@ fn median(sorted: &[i128]) -> f64 {
     }
 }
 
-fn client_run(url: &str, timeout: Duration) -> Result<String, String> {
+/// `streams` runs at once, one thread each; the figures cover all their events.
+fn client_streams(url: &str, timeout: Duration, streams: u32) -> Result<String, String> {
+    let runs: Vec<_> = (0..streams)
+        .map(|_| {
+            let url = url.to_owned();
+            thread::spawn(move || client_run(&url, timeout))
+        })
+        .collect();
+    let mut transits = Vec::new();
+    for run in runs {
+        transits.extend(run.join().map_err(|_| "client thread panicked")??);
+    }
+    transits.sort_unstable();
+    let us = |ns: f64| ns / 1000.0;
+    Ok(format!(
+        "events={} median_us={:.1} p90_us={:.1} p99_us={:.1} max_us={:.1}",
+        transits.len(),
+        us(median(&transits)),
+        us(percentile(&transits, 90.0) as f64),
+        us(percentile(&transits, 99.0) as f64),
+        us(transits.last().copied().unwrap_or(0) as f64),
+    ))
+}
+
+/// One stream: the transit of each event, in ns.
+fn client_run(url: &str, timeout: Duration) -> Result<Vec<i128>, String> {
     let u = parse_url(url)?;
     let mut s = TcpStream::connect_timeout(&u.addr, timeout)
         .map_err(|e| format!("connect {}: {e}", u.addr))?;
@@ -612,16 +639,7 @@ fn client_run(url: &str, timeout: Duration) -> Result<String, String> {
     if bad_events > 0 {
         eprintln!("sse-bench client: {bad_events} events without a \"t\" field");
     }
-    transits.sort_unstable();
-    let us = |ns: f64| ns / 1000.0;
-    Ok(format!(
-        "events={} median_us={:.1} p90_us={:.1} p99_us={:.1} max_us={:.1}",
-        transits.len(),
-        us(median(&transits)),
-        us(percentile(&transits, 90.0) as f64),
-        us(percentile(&transits, 99.0) as f64),
-        us(transits.last().copied().unwrap_or(0) as f64),
-    ))
+    Ok(transits)
 }
 
 #[cfg(test)]

@@ -414,7 +414,8 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
 }
 
 # Extra config for modelgate variants: `modelgate_rec` records every session (event
-# durability, fsync at seal), `modelgate_reci` the same with interval durability;
+# durability, fsync at seal), `modelgate_reci` the same with interval durability,
+# `modelgate_rec1` event durability at zstd level 1 (the default is 3);
 # `modelgate_mask` masks every response (built-in detectors plus 1000 literals).
 variant_toml() {  # VARIANT DIR
     case $1 in
@@ -423,6 +424,9 @@ variant_toml() {  # VARIANT DIR
             ;;
         modelgate_reci)
             printf '\n[recording]\nenabled = true\ndir = "%s-rec"\ndurability = "interval"\n' "$2"
+            ;;
+        modelgate_rec1)
+            printf '\n[recording]\nenabled = true\ndir = "%s-rec"\ndurability = "event"\nzstd_level = 1\n' "$2"
             ;;
         modelgate_auth)
             cat <<EOF
@@ -463,6 +467,7 @@ label() {
         modelgate_base) echo "modelgate baseline ($MODELGATE_BASE)${BASE_VARIANT:+ as $BASE_VARIANT}" ;;
         modelgate_rec) echo "modelgate + recording (event durability)" ;;
         modelgate_reci) echo "modelgate + recording (interval durability, 250 ms / 64 KiB)" ;;
+        modelgate_rec1) echo "modelgate + recording (event durability, zstd level 1)" ;;
         modelgate_mask) echo "modelgate + masking (built-ins + 1000 literals)" ;;
         modelgate_auth) echo "modelgate + authn + policy (cached ES256 token)" ;;
     esac

@@ -9,8 +9,9 @@
 //! dictionary could not predict.
 //!
 //! The record ends (last block, checksum) once `RECORD_BYTES` of payload went in, before a seal,
-//! or after `IDLE_END` without events; only then does it get its hash and become the next record's link. Its complete blocks
-//! are readable before that (see `format::scan`).
+//! after `IDLE_END` without events or after `MAX_OPEN`; only then does it get its hash and
+//! become the next record's link. Its complete blocks are readable before that (see
+//! `format::scan`).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -34,7 +35,7 @@ const IDLE_END: Duration = Duration::from_secs(1);
 /// How long a record may stay open at all (counted in upkeep ticks).
 const MAX_OPEN: Duration = Duration::from_secs(60);
 
-/// zstd's window: a record never refers further back than its own start.
+/// zstd's window, about one record's payload (a frame cannot refer before its own start).
 const WINDOW_LOG: u32 = 18;
 
 pub(super) struct Streamer {

@@ -308,9 +308,10 @@ impl SegmentWriter {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_since = None;
-        let r = match self.streamer.is_some() {
-            true => self.write_streamed(&batch),
-            false => self.write_payload(&batch),
+        let r = if self.streamer.is_some() {
+            self.write_streamed(&batch)
+        } else {
+            self.write_payload(&batch)
         };
         self.batch = batch;
         self.batch.clear();

@@ -146,14 +146,12 @@ pub fn scan(buf: &[u8]) -> Result<Scan, HeaderError> {
                 // Damage after whole blocks with no record after it (a zero-filled tail after
                 // power loss, say) is the open last record's torn tail: its whole blocks still
                 // read. Anywhere else the record is corrupt as a whole.
-                let next = resync(buf, pos + 1);
                 if whole > 0 && resync(buf, start + whole) == buf.len() {
-                    let end = start + whole;
-                    let payload = dec.streamed(&buf[start..end], false);
-                    pieces.push(record(buf, pos..end, link, payload, true));
-                    pos = skip(&mut pieces, end, buf.len(), why);
+                    let (open, _) = dec.open_record(buf, pos, start + whole, link);
+                    pieces.push(open);
+                    pos = skip(&mut pieces, start + whole, buf.len(), why);
                 } else {
-                    pos = skip(&mut pieces, pos, next, why);
+                    pos = skip(&mut pieces, pos, resync(buf, pos + 1), why);
                 }
             }
             Extent::Open { whole, need } => {
@@ -169,10 +167,9 @@ pub fn scan(buf: &[u8]) -> Result<Scan, HeaderError> {
                 }
                 let mut cut_inside = false;
                 if whole > 0 {
-                    let end = start + whole;
-                    let payload = dec.streamed(&buf[start..end], false);
-                    cut_inside = matches!(payload, Ok((_, true)));
-                    pieces.push(record(buf, pos..end, link, payload, true));
+                    let (open, cut) = dec.open_record(buf, pos, start + whole, link);
+                    pieces.push(open);
+                    cut_inside = cut;
                 }
                 let from = if whole > 0 { start + whole } else { pos };
                 if buf.len() > from || cut_inside {
@@ -320,6 +317,15 @@ impl Decoder<'_> {
             .map_err(|e| FrameError::Decompress(e.to_string()))?;
         let payload = decode_payload(&raw).map_err(FrameError::Payload)?;
         Ok((payload, false))
+    }
+
+    /// The open streamed record at `pos` whose whole blocks end at `end`, and whether its
+    /// payload ends inside an item (a write cut short).
+    fn open_record(&mut self, buf: &[u8], pos: usize, end: usize, link: Hash) -> (Piece, bool) {
+        let start = pos + STREAM_OVERHEAD;
+        let payload = self.streamed(&buf[start..end], false);
+        let cut = matches!(payload, Ok((_, true)));
+        (record(buf, pos..end, link, payload, true), cut)
     }
 
     /// Decodes a streamed frame: whole (`complete`, its checksum verified) or the complete

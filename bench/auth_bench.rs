@@ -78,7 +78,7 @@ fn key(alg: &'static str) -> Key {
 }
 
 fn mint(k: &Key, iss: &str, aud: &str, ttl: u64) -> String {
-    let now = modelgate::identity::assertion::unix_now();
+    let now = modelgate::clock::unix_secs();
     let header = json!({"alg": k.alg, "typ": "at+jwt", "kid": k.jwk["kid"]});
     let claims = json!({"iss": iss, "aud": aud, "sub": "bench-client", "client_id": "bench-client",
         "groups": ["bench"], "scope": "models:infer", "iat": now, "exp": now + ttl});
@@ -142,7 +142,7 @@ fn cold(iters: usize) {
         let keys = jwks::parse(json!({"keys": [k.jwk]}).to_string().as_bytes()).unwrap();
         let vk = keys.values().next().unwrap().clone();
         let t = mint(&k, iss, aud, 3600);
-        let now = modelgate::identity::assertion::unix_now();
+        let now = modelgate::clock::unix_secs();
         let cold = time(iters, || {
             let p = token::parse(&t, 8192).unwrap();
             std::hint::black_box(token::verify(&p, &cfg, &vk, now, 30).unwrap());

@@ -393,6 +393,7 @@ start_targets() {  # LOAD ORIGIN_PORT ORIGIN_PID
         local auth=none bin=$MODELGATE
         [ "$v" = modelgate_auth ] && auth=required
         [ "$v" = modelgate_base ] && { auth=${BASE_AUTH-none}; bin=$MODELGATE_BASE; }
+        [ "$v" = modelgate_base ] && [ "$BASE_VARIANT" = modelgate_auth ] && auth=required
         write_modelgate_conf "$T/$name.toml" "$port" "$oport" "$auth"
         local as=$v
         [ "$v" = modelgate_base ] && [ -n "$BASE_VARIANT" ] && as=$BASE_VARIANT
@@ -486,7 +487,9 @@ ALL_TARGETS="direct nginx $MG_VARIANTS"
 # ------------------------------------------------------------------- h1-1k ---
 run_wrk() {      # run_wrk PORT SECONDS OUTFILE [TARGET]: the auth variant sends its token
     local hdr=()
-    [ "${4:-}" = modelgate_auth ] && hdr=(-H "Authorization: Bearer $AUTH_TOKEN")
+    case "${4:-}/$BASE_VARIANT" in
+        modelgate_auth/* | modelgate_base/modelgate_auth) hdr=(-H "Authorization: Bearer $AUTH_TOKEN") ;;
+    esac
     run_fg wrk -t"$THREADS" -c"$CONNS" -d"$2s" "${hdr[@]}" "$(scheme "${4:-}")://127.0.0.1:$1/1k" >"$3" 2>&1
 }
 

@@ -93,7 +93,7 @@ impl Conn {
         let stream = match &mut self.io {
             Io::Tcp(s) => s,
             Io::Tls(t) => {
-                return match monoio::time::timeout(limit, t.read_into(&mut self.buf)).await {
+                return match crate::clock::timeout(limit, t.read_into(&mut self.buf)).await {
                     Ok(res) => res.map_err(ReadError::Io),
                     Err(_) => Err(ReadError::TimedOut),
                 }
@@ -105,7 +105,7 @@ impl Conn {
         }
         let len = buf.len();
         let cap = buf.capacity();
-        match monoio::time::timeout(limit, stream.read(buf.slice_mut(len..cap))).await {
+        match crate::clock::timeout(limit, stream.read(buf.slice_mut(len..cap))).await {
             Ok((res, slice)) => {
                 self.buf = slice.into_inner();
                 res.map_err(ReadError::Io)
@@ -125,11 +125,11 @@ impl Conn {
         };
         // SAFETY: `fd` is the open socket this `Conn` owns; shutdown does not close it.
         unsafe { libc::shutdown(fd, libc::SHUT_WR) };
-        let deadline = std::time::Instant::now() + LINGER;
+        let deadline = crate::clock::now() + LINGER;
         let mut seen = 0;
         while seen < LINGER_BYTES {
             self.buf.clear();
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(crate::clock::now());
             match self.fill(left).await {
                 Ok(n) if n > 0 => seen += n,
                 _ => return,
@@ -140,10 +140,10 @@ impl Conn {
     /// Writes all of `data`, failing if the peer does not take it within `limit`.
     pub async fn write(&mut self, data: Bytes, limit: Duration) -> Result<(), ReadError> {
         let result = match &mut self.io {
-            Io::Tcp(s) => monoio::time::timeout(limit, s.write_all(data))
+            Io::Tcp(s) => crate::clock::timeout(limit, s.write_all(data))
                 .await
                 .map(|(r, _)| r.map(drop)),
-            Io::Tls(t) => monoio::time::timeout(limit, t.write_all(&data)).await,
+            Io::Tls(t) => crate::clock::timeout(limit, t.write_all(&data)).await,
         };
         match result {
             Ok(Ok(())) => Ok(()),

@@ -42,6 +42,7 @@
 //! request path: each owns its connections and pools. Config reloads arrive as a new
 //! `Arc<Config>` over a channel from the control thread ([`runtime`]).
 
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod demo;

@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
 
 use monoio::net::TcpStream;
 
@@ -103,7 +102,7 @@ async fn handshake(worker: &Worker, stream: TcpStream, peer: SocketAddr) -> Opti
     let Some(tls) = generation.config.server.tls.as_ref() else {
         return Some(Conn::new(stream));
     };
-    let accepted = monoio::time::timeout(
+    let accepted = crate::clock::timeout(
         tls.handshake_timeout,
         TlsIo::accept(stream, tls.config.clone()),
     )
@@ -152,7 +151,7 @@ async fn read_head(
             _ => return Ok(None),
         }
     }
-    let deadline = Instant::now() + t.header_read;
+    let deadline = crate::clock::now() + t.header_read;
     loop {
         if let Some(head) =
             parse_request(&mut client.buf, &limits).map_err(Error::from_request_head)?
@@ -160,7 +159,7 @@ async fn read_head(
             return Ok(Some(head));
         }
         match client
-            .fill(deadline.saturating_duration_since(Instant::now()))
+            .fill(deadline.saturating_duration_since(crate::clock::now()))
             .await
         {
             Ok(0) | Err(ReadError::Io(_)) => return Ok(None),
@@ -189,9 +188,9 @@ async fn reject(client: &mut Conn, err: Error, worker: &Worker, peer: SocketAddr
 /// HTTP/1.1 request line. `None`: the connection ended (closed, idle, draining) before that.
 async fn sniff_preface(client: &mut Conn, worker: &Worker) -> Option<bool> {
     let header_read = worker.generation().config.timeouts.header_read;
-    let deadline = Instant::now() + header_read;
+    let deadline = crate::clock::now() + header_read;
     while client.buf.len() < PREFACE.len() && PREFACE.starts_with(&client.buf) {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::clock::now());
         let read = monoio::select! {
             r = client.fill(left) => r,
             _ = worker.drain.wait() => return None,

@@ -119,7 +119,7 @@ impl Pool {
                 }
                 Box::pin(self.connect(ep.addr)).await.map(Upstream::H1)
             };
-            match monoio::time::timeout(t.upstream_connect, connecting).await {
+            match crate::clock::timeout(t.upstream_connect, connecting).await {
                 Ok(Ok(upstream)) => {
                     ep.down_until.set(None);
                     return Ok((upstream, lease));
@@ -133,7 +133,8 @@ impl Pool {
                     last = Error::upstream(ErrorKind::ConnectTimeout);
                 }
             }
-            ep.down_until.set(Some(Instant::now() + self.fail_backoff));
+            ep.down_until
+                .set(Some(crate::clock::now() + self.fail_backoff));
         }
         Err(last)
     }
@@ -201,7 +202,7 @@ impl Pool {
         let ep = &self.endpoints[lease.index];
         let mut idle = ep.idle.borrow_mut();
         if idle.len() < self.max_idle {
-            idle.push((conn, Instant::now()));
+            idle.push((conn, crate::clock::now()));
         }
     }
 
@@ -228,7 +229,7 @@ impl Pool {
                 self.endpoints[i]
                     .down_until
                     .get()
-                    .is_none_or(|t| t <= Instant::now())
+                    .is_none_or(|t| t <= crate::clock::now())
             })
             .min_by_key(|&i| self.endpoints[i].outstanding.get());
         // All remaining endpoints are backing off: try the one that recovers first, but only
@@ -245,7 +246,9 @@ impl Pool {
     fn pooled(&self, ep: &Endpoint) -> Option<Conn> {
         let mut idle = ep.idle.borrow_mut();
         while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() < self.idle_timeout && conn.is_reusable() {
+            if crate::clock::now().saturating_duration_since(since) < self.idle_timeout
+                && conn.is_reusable()
+            {
                 return Some(conn);
             }
         }
@@ -273,7 +276,7 @@ async fn drive_h2(
                 return std::future::pending().await;
             };
             monoio::time::sleep(*every).await;
-            let pong = monoio::time::timeout(*every, pinger.ping(h2::Ping::opaque())).await;
+            let pong = crate::clock::timeout(*every, pinger.ping(h2::Ping::opaque())).await;
             matches!(pong, Ok(Ok(_)))
         };
         monoio::select! {

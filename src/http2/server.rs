@@ -66,7 +66,7 @@ pub async fn serve(worker: Rc<Worker>, client: Conn, info: ConnInfo) {
         .initial_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .handshake::<_, Bytes>(io);
-    let mut conn = match monoio::time::timeout(config.timeouts.header_read, handshake).await {
+    let mut conn = match crate::clock::timeout(config.timeouts.header_read, handshake).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => {
             tracing::info!(client = %info.peer, error = %e, "HTTP/2 handshake failed");

@@ -8,7 +8,7 @@
 //! so a slow reader stalls us instead of growing a buffer.
 
 use std::io;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
@@ -66,7 +66,7 @@ impl H2Recv {
                 Ok(Read::Data(data))
             }
             None => {
-                let trailers = match monoio::time::timeout(idle, self.recv.trailers()).await {
+                let trailers = match crate::clock::timeout(idle, self.recv.trailers()).await {
                     Ok(Ok(t)) => t.map(|t| fields_from_map(&t)),
                     Ok(Err(e)) => return Err(ReadError::Io(h2_io(e))),
                     Err(_) => return Err(ReadError::TimedOut),
@@ -97,10 +97,10 @@ impl H2Recv {
     /// before its upload went out.
     pub async fn linger(&mut self) {
         self.ahead.clear();
-        let deadline = Instant::now() + LINGER;
+        let deadline = crate::clock::now() + LINGER;
         let mut seen = 0;
         while !self.data_done && seen < LINGER_BYTES {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(crate::clock::now());
             match self.data(left).await {
                 Ok(Some(data)) => {
                     seen += data.len();
@@ -131,7 +131,7 @@ impl H2Recv {
             return Ok(None);
         }
         loop {
-            match monoio::time::timeout(idle, self.recv.data()).await {
+            match crate::clock::timeout(idle, self.recv.data()).await {
                 Ok(Some(Ok(data))) if data.is_empty() => continue,
                 Ok(Some(Ok(data))) => return Ok(Some(data)),
                 Ok(Some(Err(e))) => return Err(ReadError::Io(h2_io(e))),
@@ -216,7 +216,7 @@ impl H2Send {
             }
             stream.reserve_capacity(data.len());
             let granted = std::future::poll_fn(|cx| stream.poll_capacity(cx));
-            let n = match monoio::time::timeout(limit, granted).await {
+            let n = match crate::clock::timeout(limit, granted).await {
                 Ok(Some(Ok(n))) => n,
                 Ok(Some(Err(e))) => return Err(ReadError::Io(h2_io(e))),
                 Ok(None) => return Err(ReadError::Io(io::ErrorKind::BrokenPipe.into())),

@@ -6,7 +6,6 @@
 //! one to `previous_key_files`, SIGHUP; drop the old one after `ttl` has passed.
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -94,7 +93,7 @@ impl Signer {
 
     /// Signs an assertion of `who` for the upstream group `audience`; returns it and its `exp`.
     pub fn sign(&self, who: &Identity, audience: &str) -> Option<(String, u64)> {
-        let now = unix_now();
+        let now = crate::clock::unix_secs();
         let exp = now + self.ttl_secs;
         let header = json!({ "alg": "ES256", "typ": "JWT", "kid": self.kid });
         let claims = json!({
@@ -116,12 +115,6 @@ impl Signer {
         jwt.push_str(&B64.encode(sig.as_ref()));
         Some((jwt, exp))
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// A fresh P-256 key as PKCS#8 DER.

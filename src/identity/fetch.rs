@@ -25,7 +25,7 @@ const MAX_BODY: usize = 1024 * 1024;
 
 /// GETs `url` and returns the body of a 200 response.
 pub async fn get(url: &str, ca_file: Option<&Path>, timeout: Duration) -> Result<Vec<u8>, String> {
-    match monoio::time::timeout(timeout, fetch(url, ca_file)).await {
+    match crate::clock::timeout(timeout, fetch(url, ca_file)).await {
         Ok(r) => r,
         Err(_) => Err(format!("GET {url}: timed out after {timeout:?}")),
     }

@@ -28,7 +28,7 @@ pub use config::{IdentityConfig, IdentitySection};
 use hub::{IssuerKeys, KeyHub, Lookup};
 pub use token::TokenError;
 
-use assertion::{unix_now, Signer};
+use assertion::Signer;
 
 /// A verified caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +75,7 @@ impl Verified {
     /// The signed identity assertion for `audience`, reused while more than a fifth of its
     /// lifetime is left (signing costs ~20 µs; a cached token should not pay it every time).
     pub fn assertion(&self, signer: &Signer, audience: &str) -> Option<Rc<str>> {
-        let now = unix_now();
+        let now = crate::clock::unix_secs();
         let mut slot = self.assertion.borrow_mut();
         if let Some((aud, jwt, exp)) = slot.as_ref() {
             if aud == audience && *exp > now + signer.ttl_secs / 5 {
@@ -143,7 +143,7 @@ impl Authenticator {
         let key = self
             .hasher
             .hash_one(&token.as_bytes()[token.len().saturating_sub(32)..]);
-        let now = unix_now();
+        let now = crate::clock::unix_secs();
         if let Some(hit) = self.cached(key, token, now) {
             return Ok(hit);
         }

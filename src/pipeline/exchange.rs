@@ -15,7 +15,7 @@
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use h2::client::{ResponseFuture, SendRequest};
@@ -361,7 +361,7 @@ impl Exchange<'_> {
     /// Waits for an HTTP/2 upstream's response head.
     async fn h2_response(&self, response: ResponseFuture) -> Result<(ResponseHead, H2Recv), Error> {
         let limit = self.config.timeouts.upstream_first_byte;
-        let response = match monoio::time::timeout(limit, response).await {
+        let response = match crate::clock::timeout(limit, response).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(Error::upstream(ErrorKind::UpstreamClosed(h2_io(e)))),
             Err(_) => return Err(Error::upstream(ErrorKind::FirstByteTimeout)),
@@ -509,7 +509,7 @@ async fn read_response_head(
     req: &RequestHead,
     first_byte: Duration,
 ) -> Result<ResponseHead, Error> {
-    let deadline = Instant::now() + first_byte;
+    let deadline = crate::clock::now() + first_byte;
     loop {
         match parse_response(&mut upstream.buf, MAX_RESPONSE_HEAD, &req.method)
             .map_err(Error::from_response_head)?
@@ -521,7 +521,7 @@ async fn read_response_head(
             Some(res) => return Ok(res),
             None => {}
         }
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = deadline.saturating_duration_since(crate::clock::now());
         match upstream.fill(left).await {
             Ok(0) => {
                 let eof = std::io::ErrorKind::UnexpectedEof.into();

@@ -245,7 +245,7 @@ pub async fn handle(
         .and_then(parse_timeout);
     let exchange = proxy(ctx, client, head, generation, must_close);
     let result = match deadline {
-        Some(limit) => monoio::time::timeout(limit, exchange)
+        Some(limit) => crate::clock::timeout(limit, exchange)
             .await
             .unwrap_or_else(|_| Err(Error::downstream(ErrorKind::DeadlineExceeded))),
         None => exchange.await,

@@ -179,6 +179,23 @@ fn events_without_text_pass_through_byte_identical() {
 }
 
 #[test]
+fn a_token_event_keeps_its_bytes_around_the_masked_text() {
+    // Unusual but valid formatting everywhere else: spaces, key order, escapes, number forms.
+    let m = masker();
+    let event = |content: &str| {
+        format!(
+            "id: 4\ndata: {{ \"model\" : \"caf\\u00e9\", \"created\":1.0e3, \"choices\": [ {{\"finish_reason\":null, \"delta\": {{\"content\": {content}}}, \"index\":0 }} ] }}\n\n"
+        )
+    };
+    // Each text ends in `!`, which no detector can start with, so nothing is held over.
+    let plain = event(r#""no secret \u00e9 here!""#);
+    let body = format!("{plain}{}", event(r#""mail jane.doe@example.com now!""#));
+    let out = whole(&m, SSE, &body);
+    let expected = format!("{plain}{}", event(r#""mail [REDACTED:email] now!""#));
+    assert_eq!(out, expected);
+}
+
+#[test]
 fn text_held_at_the_end_goes_out_before_done() {
     let m = masker();
     let body = format!("{}data: [DONE]\n\n", chat_event("c9", "ends with Project"));

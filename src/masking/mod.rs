@@ -63,6 +63,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use compile::Masker;
+
+/// For `fuzz/fuzz_targets/sse_fields.rs`: the SSE filter's two readers of an event agree.
+#[doc(hidden)]
+pub fn sse_readers_agree(data: &str) -> Result<(), String> {
+    sse_shapes::readers_agree(data)
+}
 pub use config::{
     Action, BuiltinSetting, LiteralList, MaskConfigError, MaskingSection, RegexDetector,
 };

@@ -4,7 +4,8 @@
 //! An event is complete at its blank line (`\n`, `\r\n` or `\r` line ends, as the SSE spec
 //! allows). Events without `data:`, comments, `[DONE]` and JSON events carrying no text pass
 //! through exactly as received. A rewritten event keeps its other lines (`id:`, `event:`, …) in
-//! place and gets a single `data:` line. Before `[DONE]` (and at the end of the body) streams
+//! place and gets a single `data:` line; within it, a token's masked text is spliced into the
+//! event's own bytes ([`super::sse_shapes`]). Before `[DONE]` (and at the end of the body) streams
 //! still holding text are flushed into synthesized events. On a block or scan error the filter
 //! writes an `event: error` event and fails; nothing more is emitted.
 
@@ -46,15 +47,15 @@ impl SseFilter {
     /// one. `searched` and `line_start` carry the search across chunks.
     fn complete_event(buf: &[u8], searched: &mut usize, line_start: &mut usize) -> Option<usize> {
         let mut i = *searched;
-        while i < buf.len() {
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', &buf[i..]) {
+            i += at;
             let term = match buf[i] {
                 b'\n' => 1,
                 b'\r' if i + 1 < buf.len() => 1 + usize::from(buf[i + 1] == b'\n'),
                 // A trailing `\r` may be the first half of `\r\n`: wait for the next byte.
-                b'\r' => break,
                 _ => {
-                    i += 1;
-                    continue;
+                    *searched = i;
+                    return None;
                 }
             };
             let empty = i == *line_start;
@@ -66,7 +67,7 @@ impl SseFilter {
                 return Some(i);
             }
         }
-        *searched = i;
+        *searched = buf.len();
         None
     }
 
@@ -178,14 +179,11 @@ fn split_lines(event: &[u8]) -> Vec<(&[u8], &[u8])> {
     let mut lines = Vec::new();
     let mut start = 0;
     let mut i = 0;
-    while i < event.len() {
+    while let Some(at) = memchr::memchr2(b'\n', b'\r', &event[i..]) {
+        i += at;
         let term = match event[i] {
             b'\n' => 1,
-            b'\r' => 1 + usize::from(event.get(i + 1) == Some(&b'\n')),
-            _ => {
-                i += 1;
-                continue;
-            }
+            _ => 1 + usize::from(event.get(i + 1) == Some(&b'\n')),
         };
         lines.push((&event[start..i], &event[i..i + term]));
         i += term;

@@ -15,8 +15,11 @@
 //! `sequence_number`). Any other JSON event has each string value masked on its own (the
 //! `*.done` events' full texts, `response.completed`, TGI's `generated_text`): identical bytes
 //! when nothing matches.
+//!
+//! Events are read twice over: a token's event by [`raw`] from its bytes, its masked text
+//! spliced back in (the hot path, one event per token); anything `raw` declines by [`fields`]
+//! from a parsed tree that is serialised again. `readers_agree` pins the two to each other.
 
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +28,7 @@ use serde_json::{json, Map, Value};
 use super::{Engine, MaskError, Masker, Mode, Verdict};
 
 mod fields;
+mod raw;
 
 use fields::{extract, set_text, End};
 
@@ -43,7 +47,8 @@ struct TextStream {
     engine: Engine,
     /// The `data` of the last event that carried this stream's text (parsed again only if
     /// an event has to be synthesized from it, which is rare).
-    template: Option<Rc<str>>,
+    /// Its buffer is reused: one copy per event, no allocation.
+    template: String,
     event_name: Option<String>,
 }
 
@@ -119,6 +124,53 @@ impl Shapes {
         now: Instant,
         verdict: &mut Verdict,
     ) -> Result<Outcome, MaskError> {
+        match raw::extract(data) {
+            Some((items, ends)) if !(items.is_empty() && ends.is_empty()) => {
+                self.spliced(name, data, items, &ends, now, verdict)
+            }
+            _ => self.parsed(name, data, now, verdict),
+        }
+    }
+
+    /// The common case, a token's event: masked texts spliced into the event's own bytes.
+    fn spliced(
+        &mut self,
+        name: Option<&str>,
+        data: &str,
+        items: Vec<raw::Item<'_>>,
+        ends: &[End],
+        now: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<Outcome, MaskError> {
+        let texts = items.iter().map(|i| (&i.key, &*i.text));
+        let (masked, before) = self.streams_step(name, data, texts, ends, now, verdict)?;
+        let mut out = String::new();
+        let mut copied = 0;
+        for (item, masked) in items.iter().zip(masked) {
+            if masked != item.text {
+                out.push_str(&data[copied..item.span.start]);
+                out.push_str(&serde_json::to_string(&masked).unwrap_or_default());
+                copied = item.span.end;
+            }
+        }
+        let data = (copied > 0).then(|| {
+            out.push_str(&data[copied..]);
+            out
+        });
+        Ok(match (before.is_empty(), data) {
+            (true, None) => Outcome::Pass,
+            (_, data) => Outcome::Rewrite { before, data },
+        })
+    }
+
+    /// Any other event: parsed into a tree, masked, serialised again.
+    fn parsed(
+        &mut self,
+        name: Option<&str>,
+        data: &str,
+        now: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<Outcome, MaskError> {
         let Ok(mut event) = serde_json::from_str::<Value>(data) else {
             // Not JSON: mask the data as one text of its own.
             let masked = self.mask_single(data, now, verdict)?;
@@ -143,37 +195,9 @@ impl Shapes {
                 Outcome::Pass
             });
         }
-        let snapshot: Option<Rc<str>> = (!items.is_empty()).then(|| data.into());
-        let mut texts = Vec::with_capacity(items.len());
-        for (key, loc, text) in items {
-            let i = self.stream(&key, now, verdict)?;
-            let stream = &mut self.streams[i];
-            self.out.clear();
-            stream
-                .engine
-                .feed(text.as_bytes(), now, &mut self.out, verdict)?;
-            stream.template = snapshot.clone();
-            stream.event_name = name.map(str::to_string);
-            texts.push((key, loc, String::from_utf8_lossy(&self.out).into_owned()));
-        }
-        let mut before = Vec::new();
-        let mut i = 0;
-        while i < self.streams.len() {
-            if !ends.iter().any(|end| end.ends(&self.streams[i].key)) {
-                i += 1;
-                continue;
-            }
-            let mut stream = self.streams.remove(i);
-            let tail = flush(&mut stream, now, verdict, &mut self.out)?;
-            if tail.is_empty() {
-                continue;
-            }
-            match texts.iter_mut().find(|(key, _, _)| *key == stream.key) {
-                Some((_, _, text)) => text.push_str(&tail),
-                None => before.extend(synthesize(&stream, &tail)),
-            }
-        }
-        for (_, loc, text) in texts {
+        let texts = items.iter().map(|(key, _, text)| (key, text.as_str()));
+        let (masked, before) = self.streams_step(name, data, texts, &ends, now, verdict)?;
+        for ((_, loc, _), text) in items.into_iter().zip(masked) {
             set_text(&mut event, loc, text);
         }
         if ends.iter().any(|e| matches!(e, End::Tgi)) {
@@ -192,6 +216,51 @@ impl Shapes {
         })
     }
 
+    /// Feeds each text to its stream's engine, then ends the streams `ends` names. Returns the
+    /// masked output for each text (an ending stream's held tail appended to its text in this
+    /// event) and the events to insert before this one for tails with no text to ride on.
+    fn streams_step<'k>(
+        &mut self,
+        name: Option<&str>,
+        data: &str,
+        texts: impl Iterator<Item = (&'k Key, &'k str)>,
+        ends: &[End],
+        now: Instant,
+        verdict: &mut Verdict,
+    ) -> Result<(Vec<String>, Vec<Synth>), MaskError> {
+        let mut masked: Vec<(&Key, String)> = Vec::new();
+        for (key, text) in texts {
+            let i = self.stream(key)?;
+            let stream = &mut self.streams[i];
+            self.out.clear();
+            stream
+                .engine
+                .feed(text.as_bytes(), now, &mut self.out, verdict)?;
+            stream.template.clear();
+            stream.template.push_str(data);
+            stream.event_name = name.map(str::to_string);
+            masked.push((key, String::from_utf8_lossy(&self.out).into_owned()));
+        }
+        let mut before = Vec::new();
+        let mut i = 0;
+        while i < self.streams.len() {
+            if !ends.iter().any(|end| end.ends(&self.streams[i].key)) {
+                i += 1;
+                continue;
+            }
+            let mut stream = self.streams.remove(i);
+            let tail = flush(&mut stream, now, verdict, &mut self.out)?;
+            if tail.is_empty() {
+                continue;
+            }
+            match masked.iter_mut().find(|(key, _)| **key == stream.key) {
+                Some((_, text)) => text.push_str(&tail),
+                None => before.extend(synthesize(&stream, &tail)),
+            }
+        }
+        Ok((masked.into_iter().map(|(_, text)| text).collect(), before))
+    }
+
     /// Ends every open stream (`[DONE]` or end of body); returns the events carrying what was held.
     pub(crate) fn finish_all(
         &mut self,
@@ -208,12 +277,7 @@ impl Shapes {
         Ok(synths)
     }
 
-    fn stream(
-        &mut self,
-        key: &Key,
-        _now: Instant,
-        _verdict: &mut Verdict,
-    ) -> Result<usize, MaskError> {
+    fn stream(&mut self, key: &Key) -> Result<usize, MaskError> {
         if let Some(i) = self.streams.iter().position(|s| s.key == *key) {
             return Ok(i);
         }
@@ -221,7 +285,7 @@ impl Shapes {
         self.streams.push(TextStream {
             key: key.clone(),
             engine,
-            template: None,
+            template: String::new(),
             event_name: None,
         });
         Ok(self.streams.len() - 1)
@@ -269,6 +333,35 @@ impl Shapes {
     }
 }
 
+/// Both readers of an event agree wherever both answer: same texts, same streams, same ends,
+/// and each span holds a JSON string that decodes to its text. Fuzzed
+/// (`fuzz/fuzz_targets/sse_fields.rs`) and tested below.
+pub(crate) fn readers_agree(data: &str) -> Result<(), String> {
+    let Some((items, ends)) = raw::extract(data) else {
+        return Ok(());
+    };
+    let Ok(event) = serde_json::from_str::<Value>(data) else {
+        // Out-of-range numbers or lone surrogates where no text is (see `raw`).
+        return Ok(());
+    };
+    let (parsed, parsed_ends) = extract(&event);
+    let raw: Vec<(&Key, &str)> = items.iter().map(|i| (&i.key, &*i.text)).collect();
+    let tree: Vec<(&Key, &str)> = parsed.iter().map(|(k, _, t)| (k, t.as_str())).collect();
+    if raw != tree || ends != parsed_ends {
+        return Err(format!(
+            "raw {raw:?} {ends:?} vs parsed {tree:?} {parsed_ends:?}"
+        ));
+    }
+    for item in &items {
+        let decoded: String = serde_json::from_str(&data[item.span.clone()])
+            .map_err(|e| format!("span {:?} is no JSON string ({e})", item.span))?;
+        if decoded != item.text {
+            return Err(format!("span {:?} decodes to {decoded:?}", item.span));
+        }
+    }
+    Ok(())
+}
+
 fn flush(
     stream: &mut TextStream,
     now: Instant,
@@ -282,7 +375,7 @@ fn flush(
 
 /// An event carrying `text` for `stream`, shaped like the last event that carried its text.
 fn synthesize(stream: &TextStream, text: &str) -> Option<Synth> {
-    let mut event: Value = serde_json::from_str(stream.template.as_deref()?).ok()?;
+    let mut event: Value = serde_json::from_str(&stream.template).ok()?;
     match stream.key {
         Key::Choice { index, field } => {
             let choice = match field {
@@ -318,4 +411,46 @@ fn synthesize(stream: &TextStream, text: &str) -> Option<Synth> {
         event: stream.event_name.clone(),
         data: event.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shape in the table, and the edges where the two readers could part ways.
+    const EVENTS: &[&str] = &[
+        r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":1,"delta":{"content":"jane.doe@","reasoning_content":"hm"},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"total_tokens":3}}"#,
+        r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":2,"function":{"name":"f","arguments":"{\"a\":"}},{"function":{"arguments":"x"}},7,{"function":null}]}}]}"#,
+        r#"{"choices":[{"index":"3","delta":null,"text":"x"},{"index":1.0,"text":"y","finish_reason":"length"},5]}"#,
+        r#"{"choices":[{"text":"a\u00e9\"\\\n","logprobs":null,"finish_reason":null}]}"#,
+        r#"{"choices":{"not":"an array"},"type":"response.output_text.delta","item_id":"msg_1","content_index":0,"delta":"x"}"#,
+        r#"{"type":"response.output_text.delta","output_index":1,"delta":"y","sequence_number":4}"#,
+        r#"{"type":7,"token":{"id":1,"text":" tok","special":false},"generated_text":null,"details":null}"#,
+        r#"{"token":null}"#,
+        r#"{"content":"llama","stop":false,"id_slot":0}"#,
+        r#"{"content":null,"stop":true}"#,
+        r#"{"content":5}"#,
+        r#"{"choices":[{"delta":{"content":"a"},"delta":{"content":"b"}}]}"#,
+        r#"{"choices":[{"delta":{"content":"\ud800"}}]}"#,
+        r#"  {"choices":[{"delta":{"content":"spaced"}}]}  "#,
+        r#"{"cho\u0069ces":[{"delta":{"content":"escaped key"}}]}"#,
+        r#"[1,2]"#,
+        r#""just a string""#,
+    ];
+
+    #[test]
+    fn the_raw_reader_agrees_with_the_parsed_one() {
+        for data in EVENTS {
+            readers_agree(data).unwrap_or_else(|e| panic!("{data}: {e}"));
+        }
+    }
+
+    #[test]
+    fn common_events_take_the_raw_reader() {
+        for data in &EVENTS[..12] {
+            assert!(raw::extract(data).is_some(), "{data}");
+        }
+    }
 }

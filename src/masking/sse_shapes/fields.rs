@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{Field, Key, Loc};
 
 /// What an event ends.
+#[derive(Debug, PartialEq, Eq)]
 pub(super) enum End {
     Choice(u64),
     Responses(String, String, u64),

@@ -3,6 +3,8 @@
 //! verdict and the timing split. Body chunks are teed by `stages`.
 
 use std::rc::Rc;
+
+use serde::ser::{Serialize, SerializeSeq, Serializer};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::stages::{Recorder, Session};
@@ -61,7 +63,7 @@ pub fn start(
         request: Head {
             method: head.method.as_str().to_owned(),
             path: head.path.clone(),
-            headers: header_list(&head.fields),
+            headers: LiveHeaders(&head.fields),
         },
         // The prompt is the heart of "who asked what": request bodies are always recorded.
         record_request_body: true,
@@ -102,7 +104,7 @@ pub fn response_head(
     let head = recorder::ResponseHead {
         offset_us: 0,
         status: res.status,
-        headers: header_list(&res.fields),
+        headers: LiveHeaders(&res.fields),
         upstream,
     };
     session.write(|w, sid, offset_us| {
@@ -150,6 +152,31 @@ pub fn end(ctx: &mut RequestCtx) {
     let _ = session.write(|w, sid, offset_us| w.end_session(sid, &SessionEnd { offset_us, ..end }));
 }
 
+/// A live head's fields as the recorder writes headers (`[name, value]` pairs, secrets
+/// redacted) without a copy of every name and value: a head is recorded for each exchange.
+#[derive(Clone, Copy)]
+struct LiveHeaders<'a>(&'a Fields);
+
+impl Serialize for LiveHeaders<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut pairs = s.serialize_seq(Some(self.0.len()))?;
+        for (name, value) in self.0.iter() {
+            let name = std::str::from_utf8(name).unwrap_or("?");
+            let value = std::str::from_utf8(value).unwrap_or("?");
+            pairs.serialize_element(&(name, recorder::model::redact_value(name, value)))?;
+        }
+        pairs.end()
+    }
+}
+
+impl recorder::model::Headers for LiveHeaders<'_> {
+    fn needs_redaction(&self) -> bool {
+        false // done while serialising
+    }
+
+    fn redact(&mut self) {}
+}
+
 /// Header fields as (name, value) strings, for the recorder.
 pub fn header_list(fields: &Fields) -> Vec<(String, String)> {
     recorder::model::redacted(fields.iter().map(|(n, v)| {
@@ -158,4 +185,30 @@ pub fn header_list(fields: &Fields) -> Vec<(String, String)> {
             std::str::from_utf8(v).unwrap_or("?"),
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::head::HeadLimits;
+
+    #[test]
+    fn live_headers_write_what_a_header_list_would() {
+        let mut buf = bytes::BytesMut::from(
+            &b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer abc.def\r\nCookie: s=1\r\nX-Odd: caf\xc3\xa9 \"q\" \\\r\n\r\n"[..],
+        );
+        let limits = HeadLimits {
+            max_headers: 16,
+            max_head_bytes: 1024,
+            max_uri_bytes: 256,
+        };
+        let head = crate::http::parse_request(&mut buf, &limits)
+            .unwrap()
+            .unwrap();
+        let live = serde_json::to_string(&LiveHeaders(&head.fields)).unwrap();
+        let list = serde_json::to_string(&header_list(&head.fields)).unwrap();
+        assert_eq!(live, list);
+        assert!(live.contains("Bearer [redacted]"), "{live}");
+        assert!(!live.contains("abc.def") && !live.contains("s=1"), "{live}");
+    }
 }

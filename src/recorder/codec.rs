@@ -129,11 +129,11 @@ pub fn put_event(out: &mut Vec<u8>, sid: u64, event: &Event) {
 // The metadata events by reference, so the writer need not build an owned `Event` (a copy of
 // every header string) for each.
 
-pub fn put_start(out: &mut Vec<u8>, sid: u64, start: &SessionStart) {
+pub fn put_start<H: Serialize>(out: &mut Vec<u8>, sid: u64, start: &SessionStart<H>) {
     put_json(out, TAG_START, sid, start)
 }
 
-pub fn put_response_head(out: &mut Vec<u8>, sid: u64, head: &ResponseHead) {
+pub fn put_response_head<H: Serialize>(out: &mut Vec<u8>, sid: u64, head: &ResponseHead<H>) {
     put_json(out, TAG_RESPONSE_HEAD, sid, head)
 }
 

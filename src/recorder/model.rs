@@ -15,6 +15,7 @@
 //! `cookie` and `set-cookie` values are redacted when a head is built ([`Head::new`]) and again
 //! by the writer.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
@@ -34,6 +35,28 @@ pub const REDACTED_HEADERS: [&str; 7] = [
 /// The value recorded in place of a secret header (the auth scheme word is kept, e.g.
 /// `Bearer [redacted]`, because "which kind of credential" is useful to an auditor).
 pub const REDACTED: &str = "[redacted]";
+
+/// Header fields as read back: (name, value) in arrival order.
+pub type HeaderList = Vec<(String, String)>;
+
+/// What a head's headers can be when written: a [`HeaderList`], or (on the request path) a
+/// view of the live head that serialises to the same `[name, value]` pairs without copying
+/// each string. Either way the writer makes sure secrets are redacted.
+pub trait Headers: Serialize + Clone {
+    /// Some secret value would be written as it is.
+    fn needs_redaction(&self) -> bool;
+    fn redact(&mut self);
+}
+
+impl Headers for HeaderList {
+    fn needs_redaction(&self) -> bool {
+        needs_redaction(self)
+    }
+
+    fn redact(&mut self) {
+        redact_in_place(self)
+    }
+}
 
 /// One event of a session, as appended to the log and as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +90,8 @@ pub struct Chunk {
 
 /// Who asked, what was decided, and the request head.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionStart {
+#[serde(bound(deserialize = "H: Deserialize<'de> + Default"))]
+pub struct SessionStart<H = HeaderList> {
     pub request_id: String,
     pub connection_id: u64,
     pub worker_id: u32,
@@ -87,7 +111,7 @@ pub struct SessionStart {
     pub decision: Option<PolicyDecision>,
     #[serde(default)]
     pub approval_id: Option<String>,
-    pub request: Head,
+    pub request: Head<H>,
     /// The route records raw request bodies. Recorded so their absence is never silent.
     #[serde(default)]
     pub record_request_body: bool,
@@ -124,19 +148,19 @@ pub enum Action {
 
 /// A request head: method, path (with query) and headers in arrival order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
+pub struct Head<H = HeaderList> {
     pub method: String,
     pub path: String,
     #[serde(default)]
-    pub headers: Vec<(String, String)>,
+    pub headers: H,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResponseHead {
+pub struct ResponseHead<H = HeaderList> {
     pub offset_us: u64,
     pub status: u16,
     #[serde(default)]
-    pub headers: Vec<(String, String)>,
+    pub headers: H,
     /// `group/address` of the upstream endpoint that answered.
     #[serde(default)]
     pub upstream: Option<String>,
@@ -215,7 +239,7 @@ pub fn redacted<'a>(
 ) -> Vec<(String, String)> {
     headers
         .into_iter()
-        .map(|(n, v)| (n.to_owned(), redact_value(n, v)))
+        .map(|(n, v)| (n.to_owned(), redact_value(n, v).into_owned()))
         .collect()
 }
 
@@ -231,20 +255,21 @@ pub(crate) fn redact_in_place(headers: &mut [(String, String)]) {
     for (n, v) in headers.iter_mut() {
         if is_secret(n) {
             // Idempotent: "Bearer [redacted]" redacts to itself.
-            *v = redact_value(n, v);
+            *v = redact_value(n, v).into_owned();
         }
     }
 }
 
-fn is_secret(name: &str) -> bool {
+pub fn is_secret(name: &str) -> bool {
     REDACTED_HEADERS
         .iter()
         .any(|s| s.eq_ignore_ascii_case(name))
 }
 
-fn redact_value(name: &str, value: &str) -> String {
+/// `value` as it may be recorded under `name`.
+pub fn redact_value<'v>(name: &str, value: &'v str) -> Cow<'v, str> {
     if !is_secret(name) {
-        return value.to_owned();
+        return Cow::Borrowed(value);
     }
     // Keep a leading scheme word ("Bearer", "Basic") for authorization headers only; cookies
     // have no scheme and their names can be sensitive too.
@@ -253,10 +278,10 @@ fn redact_value(name: &str, value: &str) -> String {
             && !s.is_empty()
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     });
-    match scheme {
+    Cow::Owned(match scheme {
         Some(s) => format!("{s} {REDACTED}"),
         None => REDACTED.to_owned(),
-    }
+    })
 }
 
 // === impl SessionEnd ===

@@ -35,9 +35,7 @@ use std::time::{Instant, SystemTime};
 use super::codec;
 use super::config::{Durability, FsyncPolicy, WriterSettings};
 use super::format::{self, SegmentHeader};
-use super::model::{
-    needs_redaction, redact_in_place, Event, ResponseHead, SessionEnd, SessionStart, Trailers,
-};
+use super::model::{Event, Headers, ResponseHead, SessionEnd, SessionStart, Trailers};
 use super::segment::{resume_point, unix_us, Active};
 use super::sink::{ensure_private_dir, ensure_private_file, FileStorage, Storage};
 
@@ -167,11 +165,11 @@ impl SegmentWriter {
 
     /// Records the start of a session and returns its handle. Secret header values are redacted
     /// here even if the caller did not.
-    pub fn start_session(&mut self, start: &SessionStart) -> io::Result<SessionId> {
+    pub fn start_session<H: Headers>(&mut self, start: &SessionStart<H>) -> io::Result<SessionId> {
         let sid = SessionId(self.next_sid);
         let mut start = Cow::Borrowed(start);
-        if needs_redaction(&start.request.headers) {
-            redact_in_place(&mut start.to_mut().request.headers);
+        if start.request.headers.needs_redaction() {
+            start.to_mut().request.headers.redact();
         }
         let open = OpenSession {
             request_id: start.request_id.clone(),
@@ -207,11 +205,15 @@ impl SegmentWriter {
         self.chunk(sid, codec::upstream_chunk_tag(), offset_us, data)
     }
 
-    pub fn response_head(&mut self, sid: SessionId, head: &ResponseHead) -> io::Result<()> {
+    pub fn response_head<H: Headers>(
+        &mut self,
+        sid: SessionId,
+        head: &ResponseHead<H>,
+    ) -> io::Result<()> {
         self.session(sid)?;
         let mut head = Cow::Borrowed(head);
-        if needs_redaction(&head.headers) {
-            redact_in_place(&mut head.to_mut().headers);
+        if head.headers.needs_redaction() {
+            head.to_mut().headers.redact();
         }
         self.push(Sync::Deferred, |out| {
             codec::put_response_head(out, sid.0, &head)

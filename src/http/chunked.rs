@@ -171,7 +171,20 @@ pub fn encode_chunk(data: &[u8], out: &mut BytesMut) {
         return;
     }
     out.reserve(data.len() + 20);
-    out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    // By hand: `format!` allocated a String for every chunk (every SSE event).
+    let mut hex = [0u8; 16];
+    let mut at = hex.len();
+    let mut n = data.len();
+    loop {
+        at -= 1;
+        hex[at] = b"0123456789abcdef"[n % 16];
+        n /= 16;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&hex[at..]);
+    out.put_slice(b"\r\n");
     out.put_slice(data);
     out.put_slice(b"\r\n");
 }
@@ -260,5 +273,12 @@ mod tests {
         let mut out = BytesMut::new();
         encode_chunk(&[b'a'; 26], &mut out);
         assert!(out.starts_with(b"1a\r\n"));
+        for len in [1, 9, 15, 16, 255, 256, 4096, 65535, 1 << 20] {
+            let mut out = BytesMut::new();
+            encode_chunk(&vec![b'x'; len], &mut out);
+            let head = format!("{len:x}\r\n");
+            assert!(out.starts_with(head.as_bytes()), "{len}");
+            assert_eq!(out.len(), head.len() + len + 2);
+        }
     }
 }

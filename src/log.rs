@@ -31,7 +31,7 @@ pub fn access(ctx: &RequestCtx) {
         target: "modelgate::access",
         request_id = %ctx.request_id,
         client = %ctx.client_ip,
-        method = %ctx.method,
+        method = %ctx.method.as_str(),
         protocol = if ctx.http2 { "HTTP/2" } else { "HTTP/1.1" },
         // Without the query: query strings carry API keys often enough to keep them out of logs.
         path = %ctx.path.split('?').next().unwrap_or(""),

@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::ops::Range;
+use std::rc::Rc;
 
 use bytes::Bytes;
 
@@ -123,7 +124,8 @@ impl Fields {
 pub struct RequestHead {
     pub method: Method,
     /// Origin-form path and query (absolute-form targets are reduced to this).
-    pub path: String,
+    /// Shared with the request context (the access log), not copied.
+    pub path: Rc<str>,
     /// Authority from an absolute-form target or the single `Host` field; empty for HTTP/1.0
     /// requests without one.
     pub host: String,
@@ -379,7 +381,7 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 }
 
 struct Target {
-    path: String,
+    path: Rc<str>,
     authority: Option<String>,
 }
 
@@ -388,7 +390,7 @@ fn parse_target(method: &Method, target: &str) -> Result<Target, HeadError> {
     if target.contains('#') {
         return Err(HeadError::Invalid("fragment in request-target"));
     }
-    if *method == Method::Other("CONNECT".into()) {
+    if matches!(method, Method::Other(m) if m == "CONNECT") {
         return Err(HeadError::Invalid("CONNECT is not supported"));
     }
     if target == "*" {
@@ -404,7 +406,7 @@ fn parse_target(method: &Method, target: &str) -> Result<Target, HeadError> {
     }
     if target.starts_with('/') {
         return Ok(Target {
-            path: target.to_owned(),
+            path: target.into(),
             authority: None,
         });
     }
@@ -430,7 +432,7 @@ fn parse_target(method: &Method, target: &str) -> Result<Target, HeadError> {
         path.to_owned()
     };
     Ok(Target {
-        path,
+        path: path.into(),
         authority: Some(authority.to_owned()),
     })
 }
@@ -556,7 +558,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(h.framing, BodyFraming::Length(12));
-        assert_eq!((h.host.as_str(), h.path.as_str()), ("a", "/v1/chat"));
+        assert_eq!((h.host.as_str(), &*h.path), ("a", "/v1/chat"));
         let h = req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n")
             .unwrap()
             .unwrap();
@@ -568,10 +570,7 @@ mod tests {
         let h = req("GET http://models.local:8000?x=1 HTTP/1.1\r\nHost: other\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(
-            (h.host.as_str(), h.path.as_str()),
-            ("models.local:8000", "/?x=1")
-        );
+        assert_eq!((h.host.as_str(), &*h.path), ("models.local:8000", "/?x=1"));
     }
 
     #[test]

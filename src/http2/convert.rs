@@ -73,7 +73,7 @@ pub fn request_head(
     };
     Ok(RequestHead {
         method: Method::parse(parts.method.as_str()),
-        path: path.to_owned(),
+        path: path.into(),
         host,
         http11: true,
         h2: true,
@@ -231,7 +231,7 @@ mod tests {
             .unwrap();
         let head = request_head(&parts(req), false, &limits()).unwrap();
         assert_eq!(head.method, Method::Post);
-        assert_eq!(head.path, "/v1/chat/completions?x=1");
+        assert_eq!(&*head.path, "/v1/chat/completions?x=1");
         assert_eq!(head.host, "gw.example");
         assert_eq!(head.framing, BodyFraming::Length(12));
         assert_eq!(head.fields.get("authorization"), Some(&b"Bearer t"[..]));

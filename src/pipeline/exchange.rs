@@ -335,7 +335,7 @@ impl Exchange<'_> {
             write_limit: t.upstream_idle,
         };
         let content_type = self.head.fields.get("content-type");
-        let grpc_path = self.grpc.then_some(self.head.path.as_str());
+        let grpc_path = self.grpc.then_some(&*self.head.path);
         let mut stages = Stages::new(
             Dir::Request,
             self.request_masking(),
@@ -431,7 +431,7 @@ impl Exchange<'_> {
             write_limit: self.config.timeouts.body_idle,
         };
         let content_type = res.fields.get("content-type");
-        let grpc_path = self.grpc.then_some(self.head.path.as_str());
+        let grpc_path = self.grpc.then_some(&*self.head.path);
         let mut stages = Stages::new(
             Dir::Response,
             masking,

@@ -29,6 +29,7 @@ use crate::conn::Conn;
 use crate::error::{Error, ErrorKind};
 use crate::grpc::is_grpc_content_type;
 use crate::grpc::status::parse_timeout;
+use crate::http::head::Method;
 use crate::http::{BodyFraming, RequestHead};
 use crate::http2::stream::{H2Recv, H2Send};
 use crate::identity::{Authenticator, Verified};
@@ -50,8 +51,8 @@ pub struct RequestCtx {
     pub request_id: String,
     pub client_ip: IpAddr,
     pub started: Instant,
-    pub method: String,
-    pub path: String,
+    pub method: Method,
+    pub path: Rc<str>,
     pub route_id: Option<Arc<str>>,
     pub class: Option<Arc<str>>,
     /// `group/address` of the endpoint that served the request.
@@ -137,8 +138,8 @@ impl RequestCtx {
             request_id,
             client_ip,
             started: Instant::now(),
-            method: String::new(),
-            path: String::new(),
+            method: Method::Other(String::new()),
+            path: "".into(),
             route_id: None,
             class: None,
             upstream: None,
@@ -171,8 +172,8 @@ impl RequestCtx {
 
     pub fn new(request_id: String, client_ip: IpAddr, head: &RequestHead) -> Self {
         RequestCtx {
-            method: head.method.as_str().to_owned(),
-            path: head.path.clone(),
+            method: head.method.clone(),
+            path: Rc::clone(&head.path),
             bytes_in: head.head_len as u64,
             request_done: head.framing == BodyFraming::Empty,
             outcome: Outcome::Complete,

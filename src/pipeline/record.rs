@@ -62,7 +62,7 @@ pub fn start(
         approval_id: None,
         request: Head {
             method: head.method.as_str().to_owned(),
-            path: head.path.clone(),
+            path: head.path.to_string(),
             headers: LiveHeaders(&head.fields),
         },
         // The prompt is the heart of "who asked what": request bodies are always recorded.

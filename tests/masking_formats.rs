@@ -196,6 +196,55 @@ fn a_token_event_keeps_its_bytes_around_the_masked_text() {
 }
 
 #[test]
+fn texts_listed_out_of_byte_order_are_spliced_in_byte_order() {
+    // `text` and `reasoning_content` come before `content` in the bytes; all three change.
+    let m = masker();
+    let body = "data: {\"choices\":[{\"text\":\"t jane.doe@example.com!\",\"delta\":{\"reasoning_content\":\"r Project Nightingale!\",\"content\":\"c john@example.org!\"},\"index\":0}]}\n\n";
+    let out = whole(&m, SSE, body);
+    assert_eq!(
+        out,
+        "data: {\"choices\":[{\"text\":\"t [REDACTED:email]!\",\"delta\":{\"reasoning_content\":\"r [REDACTED:internal]!\",\"content\":\"c [REDACTED:email]!\"},\"index\":0}]}\n\n"
+    );
+}
+
+#[test]
+fn a_multi_line_data_event_keeps_one_data_line_per_line() {
+    let m = masker();
+    let body = "id: 1\ndata: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"mail jane.doe@example.com!\"}}]}\n\n";
+    let out = whole(&m, SSE, body);
+    assert_eq!(
+        out,
+        "id: 1\ndata: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"mail [REDACTED:email]!\"}}]}\n\n"
+    );
+    let data: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    let event: Value = serde_json::from_str(&data.join("\n")).expect("still one JSON document");
+    assert_eq!(
+        event["choices"][0]["delta"]["content"],
+        "mail [REDACTED:email]!"
+    );
+}
+
+#[test]
+fn held_text_gets_out_even_when_its_template_is_no_value() {
+    // The byte reader takes an event with a number beyond f64 in a field without text; the
+    // parsed path refuses it. The word held at its end must still reach the client.
+    let m = masker();
+    let body = "data: {\"big\":1e999,\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ends with Project\"}}]}\n\ndata: [DONE]\n\n";
+    let out = whole(&m, SSE, body);
+    // The first event (spliced, its 1e999 kept) carries the text up to the held word; the word
+    // comes in an event synthesized before [DONE] (the only one `chat_text` can parse).
+    assert!(
+        out.contains(r#"1e999,"choices":[{"index":0,"delta":{"content":"ends with "}}]}"#),
+        "{out}"
+    );
+    assert_eq!(chat_text(&out), "Project", "{out}");
+    assert!(out.ends_with("data: [DONE]\n\n"));
+}
+
+#[test]
 fn text_held_at_the_end_goes_out_before_done() {
     let m = masker();
     let body = format!("{}data: [DONE]\n\n", chat_event("c9", "ends with Project"));

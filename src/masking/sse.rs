@@ -4,7 +4,7 @@
 //! An event is complete at its blank line (`\n`, `\r\n` or `\r` line ends, as the SSE spec
 //! allows). Events without `data:`, comments, `[DONE]` and JSON events carrying no text pass
 //! through exactly as received. A rewritten event keeps its other lines (`id:`, `event:`, …) in
-//! place and gets a single `data:` line; within it, a token's masked text is spliced into the
+//! place and its data lines where the first one was (one per line of the data); within them, a token's masked text is spliced into the
 //! event's own bytes ([`super::sse_shapes`]). Before `[DONE]` (and at the end of the body) streams
 //! still holding text are flushed into synthesized events. On a block or scan error the filter
 //! writes an `event: error` event and fails; nothing more is emitted.
@@ -211,9 +211,12 @@ fn write_rewritten(lines: &[(&[u8], &[u8])], data: &str, out: &mut BytesMut) {
     for (line, eol) in lines {
         if field(line).0 == b"data" && !line.is_empty() {
             if !wrote_data {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(data.as_bytes());
-                out.extend_from_slice(eol);
+                // One `data:` line per line of the data (a multi-line event stays one).
+                for part in data.split('\n') {
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(part.as_bytes());
+                    out.extend_from_slice(eol);
+                }
                 wrote_data = true;
             }
             continue;

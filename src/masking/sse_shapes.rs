@@ -144,16 +144,23 @@ impl Shapes {
     ) -> Result<Outcome, MaskError> {
         let texts = items.iter().map(|i| (&i.key, &*i.text));
         let (masked, before) = self.streams_step(name, data, texts, ends, now, verdict)?;
-        let mut out = String::new();
-        let mut copied = 0;
-        for (item, masked) in items.iter().zip(masked) {
-            if masked != item.text {
-                out.push_str(&data[copied..item.span.start]);
+        // Fields are listed in the table's order, not the event's (a server may put `text`
+        // before `delta`): splice in byte order. Spans never overlap.
+        let mut changed: Vec<_> = items
+            .iter()
+            .zip(masked)
+            .filter(|(item, masked)| *masked != item.text)
+            .map(|(item, masked)| (item.span.clone(), masked))
+            .collect();
+        changed.sort_unstable_by_key(|(span, _)| span.start);
+        let data = (!changed.is_empty()).then(|| {
+            let mut out = String::with_capacity(data.len() + 64);
+            let mut copied = 0;
+            for (span, masked) in changed {
+                out.push_str(&data[copied..span.start]);
                 out.push_str(&serde_json::to_string(&masked).unwrap_or_default());
-                copied = item.span.end;
+                copied = span.end;
             }
-        }
-        let data = (copied > 0).then(|| {
             out.push_str(&data[copied..]);
             out
         });
@@ -253,7 +260,8 @@ impl Shapes {
             if tail.is_empty() {
                 continue;
             }
-            match masked.iter_mut().find(|(key, _)| **key == stream.key) {
+            // The last text of the stream in this event: the tail follows it.
+            match masked.iter_mut().rfind(|(key, _)| **key == stream.key) {
                 Some((_, text)) => text.push_str(&tail),
                 None => before.extend(synthesize(&stream, &tail)),
             }
@@ -375,7 +383,12 @@ fn flush(
 
 /// An event carrying `text` for `stream`, shaped like the last event that carried its text.
 fn synthesize(stream: &TextStream, text: &str) -> Option<Synth> {
-    let mut event: Value = serde_json::from_str(&stream.template).ok()?;
+    // A template the parsed path refuses (the byte reader took it, see `raw`) still gets its
+    // held text out, in an event of the stream's canonical shape.
+    let mut event: Value = serde_json::from_str(&stream.template)
+        .ok()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| json!({}));
     match stream.key {
         Key::Choice { index, field } => {
             let choice = match field {

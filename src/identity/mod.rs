@@ -147,7 +147,12 @@ impl Authenticator {
         if let Some(hit) = self.cached(key, token, now) {
             return Ok(hit);
         }
-        let (verified, exp, issuer) = self.verify(token, now).await.map_err(AuthError::Invalid)?;
+        // A miss verifies against the precise clock (`iat` may be this very second).
+        let precise = crate::clock::precise_unix_secs();
+        let (verified, exp, issuer) = self
+            .verify(token, precise)
+            .await
+            .map_err(AuthError::Invalid)?;
         let generation = issuer.generation.load(std::sync::atomic::Ordering::Acquire);
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= self.config.token_cache_entries {

@@ -169,6 +169,8 @@ impl Serialize for LiveHeaders<'_> {
     }
 }
 
+impl recorder::model::sealed::Sealed for LiveHeaders<'_> {}
+
 impl recorder::model::Headers for LiveHeaders<'_> {
     fn needs_redaction(&self) -> bool {
         false // done while serialising

@@ -36,16 +36,40 @@ pub const REDACTED_HEADERS: [&str; 7] = [
 /// `Bearer [redacted]`, because "which kind of credential" is useful to an auditor).
 pub const REDACTED: &str = "[redacted]";
 
+/// Authorization schemes (IANA registry, plus the common `Token` / `ApiKey`) whose name is kept
+/// in front of a redacted credential.
+const AUTH_SCHEMES: [&str; 13] = [
+    "Basic",
+    "Bearer",
+    "Digest",
+    "DPoP",
+    "HOBA",
+    "Mutual",
+    "Negotiate",
+    "NTLM",
+    "PrivateToken",
+    "SCRAM-SHA-1",
+    "SCRAM-SHA-256",
+    "Token",
+    "ApiKey",
+];
+
 /// Header fields as read back: (name, value) in arrival order.
 pub type HeaderList = Vec<(String, String)>;
 
 /// What a head's headers can be when written: a [`HeaderList`], or (on the request path) a
 /// view of the live head that serialises to the same `[name, value]` pairs without copying
-/// each string. Either way the writer makes sure secrets are redacted.
-pub trait Headers: Serialize + Clone {
+/// each string, redacting as it goes. Sealed: the writer trusts `needs_redaction`, so only
+/// this crate's types, each of which redacts, may be written.
+pub trait Headers: Serialize + Clone + sealed::Sealed {
     /// Some secret value would be written as it is.
     fn needs_redaction(&self) -> bool;
     fn redact(&mut self);
+}
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::HeaderList {}
 }
 
 impl Headers for HeaderList {
@@ -271,12 +295,12 @@ pub fn redact_value<'v>(name: &str, value: &'v str) -> Cow<'v, str> {
     if !is_secret(name) {
         return Cow::Borrowed(value);
     }
-    // Keep a leading scheme word ("Bearer", "Basic") for authorization headers only; cookies
-    // have no scheme and their names can be sensitive too.
+    // Keep a leading scheme word ("Bearer", "Basic") for authorization headers only, and only
+    // a registered one: a bare key followed by a space is not a scheme. Cookies have no scheme
+    // and their names can be sensitive too.
     let scheme = value.split_once(' ').map(|(s, _)| s).filter(|s| {
         name.to_ascii_lowercase().ends_with("authorization")
-            && !s.is_empty()
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && AUTH_SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(s))
     });
     Cow::Owned(match scheme {
         Some(s) => format!("{s} {REDACTED}"),
@@ -320,12 +344,17 @@ mod tests {
                 ("cookie", "session=abc"),
                 ("content-type", "application/json"),
                 ("proxy-authorization", "opaque"),
+                // A bare key followed by a space: its first word is no scheme.
+                ("authorization", "sk-live-abc123 trailing"),
+                ("authorization", "bearer x"),
             ],
         );
         assert_eq!(h.headers[0].1, "Bearer [redacted]");
         assert_eq!(h.headers[1].1, "[redacted]");
         assert_eq!(h.headers[2].1, "application/json");
         assert_eq!(h.headers[3].1, "[redacted]");
+        assert_eq!(h.headers[4].1, "[redacted]");
+        assert_eq!(h.headers[5].1, "bearer [redacted]");
     }
 
     #[test]

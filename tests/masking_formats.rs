@@ -208,6 +208,32 @@ fn texts_listed_out_of_byte_order_are_spliced_in_byte_order() {
 }
 
 #[test]
+fn reasoning_and_refusal_texts_are_masked_across_events_like_content() {
+    let m = masker();
+    let event = |field: &str, text: &str| {
+        let v = serde_json::json!({"choices": [{"index": 0, "delta": {field: text}}]});
+        format!("data: {v}\n\n")
+    };
+    let body = [
+        event("reasoning", "the user is jane."),
+        event("content", "Hello"),
+        event("reasoning", "doe@example.com!"),
+        event("refusal", "Project Night"),
+        event("refusal", "ingale is secret!"),
+    ]
+    .concat();
+    let out = whole(&m, SSE, &body);
+    let text = |field: &str| -> String {
+        data_events(&out)
+            .filter_map(|v| v["choices"][0]["delta"][field].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(text("reasoning"), "the user is [REDACTED:email]!");
+    assert_eq!(text("refusal"), "[REDACTED:internal] is secret!");
+    assert_eq!(text("content"), "Hello");
+}
+
+#[test]
 fn a_multi_line_data_event_keeps_one_data_line_per_line() {
     let m = masker();
     let body = "id: 1\ndata: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"mail jane.doe@example.com!\"}}]}\n\n";

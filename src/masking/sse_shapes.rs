@@ -2,7 +2,7 @@
 //!
 //! | server / endpoint            | text field (one stream per key)                 | ends at                 |
 //! |------------------------------|-------------------------------------------------|-------------------------|
-//! | `/v1/chat/completions`       | `choices[i].delta.content`, `.reasoning_content`, `.tool_calls[k].function.arguments` | `finish_reason` set |
+//! | `/v1/chat/completions`       | `choices[i].delta.content`, `.reasoning_content`, `.reasoning`, `.refusal`, `.tool_calls[k].function.arguments` | `finish_reason` set |
 //! | `/v1/completions`            | `choices[i].text`                               | `finish_reason` set     |
 //! | `/v1/responses`              | `delta` of `*.delta` events, per item + part    | the matching `*.done`   |
 //! | TGI                          | `token.text`                                    | `generated_text`/`details` set |
@@ -69,11 +69,15 @@ enum Key {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Field {
-    Content,
-    Reasoning,
+    /// A text of the choice's `delta`, by key (one of [`DELTA_TEXTS`]).
+    Delta(&'static str),
     Tool(u64),
     Text,
 }
+
+/// The `delta` keys that carry text: the answer, reasoning (vLLM's older and newer key, also
+/// OpenRouter's and Ollama's), and a refusal. Every one is its own stream.
+const DELTA_TEXTS: [&str; 4] = ["content", "reasoning_content", "reasoning", "refusal"];
 
 /// Where a text field sits in the event, to write the masked text back.
 #[derive(Debug, Clone, Copy)]
@@ -392,11 +396,9 @@ fn synthesize(stream: &TextStream, text: &str) -> Option<Synth> {
     match stream.key {
         Key::Choice { index, field } => {
             let choice = match field {
-                Field::Content => {
-                    json!({"index": index, "delta": {"content": text}, "finish_reason": null})
-                }
-                Field::Reasoning => {
-                    json!({"index": index, "delta": {"reasoning_content": text}, "finish_reason": null})
+                Field::Delta(name) => {
+                    let delta = Map::from_iter([(name.to_string(), Value::from(text))]);
+                    json!({"index": index, "delta": delta, "finish_reason": null})
                 }
                 Field::Tool(k) => {
                     json!({"index": index, "delta": {"tool_calls": [{"index": k, "function": {"arguments": text}}]}, "finish_reason": null})
@@ -434,6 +436,7 @@ mod tests {
     const EVENTS: &[&str] = &[
         r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}"#,
         r#"{"choices":[{"index":1,"delta":{"content":"jane.doe@","reasoning_content":"hm"},"finish_reason":null}]}"#,
+        r#"{"choices":[{"index":0,"delta":{"refusal":"no","reasoning":"think","content":null}}]}"#,
         r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"total_tokens":3}}"#,
         r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":2,"function":{"name":"f","arguments":"{\"a\":"}},{"function":{"arguments":"x"}},7,{"function":null}]}}]}"#,
         r#"{"choices":[{"index":"3","delta":null,"text":"x"},{"index":1.0,"text":"y","finish_reason":"length"},5]}"#,

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Field, Key, Loc};
+use super::{Field, Key, Loc, DELTA_TEXTS};
 
 /// What an event ends.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,10 +46,8 @@ pub(super) fn extract(event: &Value) -> (Vec<(Key, Loc, String)>, Vec<End>) {
                 .and_then(Value::as_u64)
                 .unwrap_or(pos as u64);
             if let Some(delta) = choice.get("delta") {
-                for (field, name) in [
-                    (Field::Content, "content"),
-                    (Field::Reasoning, "reasoning_content"),
-                ] {
+                for name in DELTA_TEXTS {
+                    let field = Field::Delta(name);
                     text(
                         Key::Choice { index, field },
                         Loc::Choice {
@@ -139,8 +137,7 @@ pub(super) fn set_text(event: &mut Value, loc: Loc, text: String) {
         Loc::Choice { pos, field, call } => {
             let choice = &mut event["choices"][pos];
             match field {
-                Field::Content => &mut choice["delta"]["content"],
-                Field::Reasoning => &mut choice["delta"]["reasoning_content"],
+                Field::Delta(name) => &mut choice["delta"][name],
                 Field::Tool(_) => &mut choice["delta"]["tool_calls"][call]["function"]["arguments"],
                 Field::Text => &mut choice["text"],
             }

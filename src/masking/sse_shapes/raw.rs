@@ -20,7 +20,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::fields::End;
-use super::{Field, Key};
+use super::{Field, Key, DELTA_TEXTS};
 
 /// A text field: its stream, its bytes (quotes included) in the event, and its text.
 pub(super) struct Item<'a> {
@@ -80,6 +80,10 @@ struct Delta<'a> {
     content: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "present")]
     reasoning_content: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    reasoning: Raw<'a>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    refusal: Raw<'a>,
     #[serde(borrow, default, deserialize_with = "present")]
     tool_calls: Raw<'a>,
 }
@@ -177,8 +181,16 @@ impl<'a> Found<'a> {
         if let Some(delta) = choice.delta.filter(|d| is_object(d)) {
             let delta: Delta = serde_json::from_str(delta.get()).ok()?;
             let key = |field| Key::Choice { index, field };
-            self.text(key(Field::Content), delta.content)?;
-            self.text(key(Field::Reasoning), delta.reasoning_content)?;
+            // In the order of `DELTA_TEXTS`.
+            let texts = [
+                delta.content,
+                delta.reasoning_content,
+                delta.reasoning,
+                delta.refusal,
+            ];
+            for (name, text) in DELTA_TEXTS.into_iter().zip(texts) {
+                self.text(key(Field::Delta(name)), text)?;
+            }
             if let Some(calls) = delta.tool_calls.filter(|c| is_array(c)) {
                 let calls: Vec<&RawValue> = serde_json::from_str(calls.get()).ok()?;
                 for (pos, call) in calls.into_iter().enumerate() {
@@ -275,7 +287,7 @@ mod tests {
         let data = r#"{"id":"x","choices":[{"index":2,"delta":{"content":"a\"b\u00e9"},"finish_reason":null}]}"#;
         let key = Key::Choice {
             index: 2,
-            field: Field::Content,
+            field: Field::Delta("content"),
         };
         assert_eq!(
             texts(data),

@@ -234,6 +234,35 @@ fn reasoning_and_refusal_texts_are_masked_across_events_like_content() {
 }
 
 #[test]
+fn an_endless_event_fails_closed_instead_of_growing_the_buffer() {
+    // A first event goes out; then a model server streams one `data:` line that never ends.
+    let m = masker();
+    let first = chat_event("c1", "Hi!");
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut chunks: Vec<&[u8]> = vec![
+        first.as_bytes(),
+        b"data: {\"choices\":[{\"delta\":{\"content\":\"",
+    ];
+    chunks.extend(std::iter::repeat_n(&chunk[..], 100)); // 6.4 MiB
+    let (out, result) = run(&m, SSE, &chunks, Mode::Enforce);
+    assert!(
+        matches!(result, Err(MaskError::EventTooLarge { .. })),
+        "{result:?}"
+    );
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with(&first), "{out:.200}");
+    assert!(
+        out[first.len()..].starts_with("event: error\n"),
+        "{:.200}",
+        &out[first.len()..]
+    );
+    assert!(
+        out.len() < first.len() + 1024,
+        "none of the endless event went out"
+    );
+}
+
+#[test]
 fn a_multi_line_data_event_keeps_one_data_line_per_line() {
     let m = masker();
     let body = "id: 1\ndata: {\"choices\":[{\"index\":0,\ndata: \"delta\":{\"content\":\"mail jane.doe@example.com!\"}}]}\n\n";

@@ -100,6 +100,8 @@ pub enum MaskError {
     /// Text would have to be held beyond `max_hold_bytes` (cannot happen with a config that
     /// compiled; checked anyway so a bug fails closed).
     HoldExceeded { held: usize, cap: usize },
+    /// One SSE event grew past the filter's cap without ending; none of it was released.
+    EventTooLarge { cap: usize },
     /// The filter already failed; it produces nothing more.
     Poisoned,
 }
@@ -136,6 +138,9 @@ impl fmt::Display for MaskError {
                     f,
                     "masking would hold {held} bytes, more than max_hold_bytes = {cap}"
                 )
+            }
+            MaskError::EventTooLarge { cap } => {
+                write!(f, "an SSE event grew past {cap} bytes without ending")
             }
             MaskError::Poisoned => f.write_str("masking already failed for this response"),
         }

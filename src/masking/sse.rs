@@ -18,6 +18,12 @@ use super::filter::BodyFilter;
 use super::sse_shapes::{Outcome, Shapes, Synth};
 use super::{MaskError, Masker, Mode, Verdict};
 
+/// Bytes one event may reach before its blank line. An event is scanned whole, so it is held
+/// whole: without a cap a model server sending one endless event would grow the gateway's
+/// memory without bound. Token events are tens of bytes; the largest legitimate ones (a
+/// `/v1/responses` `response.completed` repeating a long answer) are well under this.
+const MAX_EVENT_BYTES: usize = 4 << 20;
+
 pub(crate) struct SseFilter {
     shapes: Shapes,
     /// Bytes of the event being received.
@@ -134,6 +140,11 @@ impl SseFilter {
         }
         buf.drain(..start);
         self.pending = buf;
+        if self.pending.len() > MAX_EVENT_BYTES {
+            return Err(MaskError::EventTooLarge {
+                cap: MAX_EVENT_BYTES,
+            });
+        }
         if end {
             if !self.pending.is_empty() {
                 // An unterminated last event: processed as if complete, so its text is masked.

@@ -320,6 +320,36 @@ fn overlapping_matches_take_the_earliest_then_the_longest_then_the_first_listed(
 }
 
 #[test]
+fn a_regex_match_cut_into_by_an_earlier_one_keeps_what_is_still_a_match() {
+    // The literal `a b` takes the first `b` of `bob@example.com`; what is left,
+    // `ob@example.com`, is still an email and is masked, whatever the cut (mask_split found
+    // the whole text leaving it in the clear while every split masked it).
+    let section = MaskingSection {
+        literals: vec![literal("words", &["a b"])],
+        ..MaskingSection::default()
+    };
+    let m = Arc::new(Masker::compile(&section, Path::new(".")).expect("compiles"));
+    let text = "ta bob@example.com c";
+    let expected = "t[REDACTED:words][REDACTED:email] c";
+    assert_eq!(whole(&m, text), expected);
+    for cut in 0..=text.len() {
+        let (a, b) = text.as_bytes().split_at(cut);
+        let (out, _) = mask_pieces(&m, &[a, b], Mode::Enforce).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), expected, "cut at {cut}");
+    }
+    // A literal cannot shrink: cut into, it is gone.
+    let section = MaskingSection {
+        literals: vec![
+            literal("first", &["x acme"]),
+            literal("second", &["acme corp"]),
+        ],
+        ..MaskingSection::default()
+    };
+    let m = Arc::new(Masker::compile(&section, Path::new(".")).expect("compiles"));
+    assert_eq!(whole(&m, "x acme corp"), "[REDACTED:first] corp");
+}
+
+#[test]
 fn a_block_detector_fails_closed_and_releases_nothing_of_the_match() {
     let mut section = MaskingSection::default();
     section.builtins.insert(

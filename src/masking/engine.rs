@@ -9,7 +9,9 @@
 //!    sees the same neighbours as in the stream). Validators (Luhn, IBAN, …) drop candidates.
 //! 3. **Overlaps**: walking left to right, take the candidate with the earliest start, then the
 //!    longest, then the detector listed first (built-ins in table order, then literal lists,
-//!    then regexes); drop every candidate that starts inside it; repeat after its end.
+//!    then regexes); a regex candidate that starts inside it gets the leftmost start after it
+//!    that still makes a match (and is dropped if none does), a literal is dropped; repeat
+//!    after its end.
 //!
 //! Streaming, a candidate is taken once no unseen match could start at or before it: unseen
 //! matches end at or after the current offset, so they start no earlier than the hold point
@@ -234,23 +236,22 @@ impl Engine {
                 self.offset - self.masker.hold.hold_len(tail) as u64
             };
             let mut cands = std::mem::take(&mut self.cands);
-            cands.sort_unstable_by_key(|c| (c.start, Reverse(c.end), c.det));
             let mut open_span = false;
-            for c in &cands {
-                if c.start < self.released {
-                    continue;
-                }
+            loop {
+                self.restart_overlapped(&mut cands)?;
+                cands.sort_unstable_by_key(|c| Reverse((c.start, Reverse(c.end), c.det)));
+                let Some(&c) = cands.last() else { break };
                 if c.start >= hold_point {
                     break;
                 }
-                self.select(*c, out, verdict)?;
+                cands.pop();
+                self.select(c, out, verdict)?;
                 if self.span.is_some() && !self.run_span(last, out) {
                     open_span = true;
                     break;
                 }
             }
-            let released = self.released;
-            cands.retain(|c| c.start >= released);
+            self.restart_overlapped(&mut cands)?;
             self.cands = cands;
             if !open_span {
                 let mut to = hold_point.clamp(self.released, self.offset);
@@ -272,6 +273,47 @@ impl Engine {
         self.base = keep_from;
         let released = self.released;
         self.span_ends.retain(|&(_, end)| end > released);
+        Ok(())
+    }
+
+    /// Candidates that start inside what was just taken (a match or a span) keep the part of
+    /// their match after it, if that part is still a match of their detector: a regex match
+    /// gets the leftmost start at or after `released` (`find_start`) and its validator again;
+    /// a literal (no start finder) cannot shrink and is dropped. This is what a candidate reported after the
+    /// taken match gets anyway, so the output does not depend on whether both were reported by
+    /// the same scan call (mask_split fuzz target: `ta bob@example.com` with the literal `a b`
+    /// left `ob@example.com` unmasked only when the text came in one piece).
+    fn restart_overlapped(&self, cands: &mut Vec<Cand>) -> Result<(), MaskError> {
+        let released = self.released;
+        let mut i = 0;
+        while i < cands.len() {
+            let c = cands[i];
+            if c.start >= released {
+                i += 1;
+                continue;
+            }
+            let detector = &self.masker.detectors[c.det as usize];
+            let restarted = if detector.starts.is_none() || c.end <= released {
+                None
+            } else {
+                let start = self.find_start(c.det, c.end)?;
+                let valid = start >= released
+                    && start < c.end
+                    && detector
+                        .validator
+                        .is_none_or(|valid| valid(self.slice(start, c.end)));
+                valid.then_some(start)
+            };
+            match restarted {
+                Some(start) => {
+                    cands[i].start = start;
+                    i += 1;
+                }
+                None => {
+                    cands.swap_remove(i);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -37,6 +37,10 @@ pub enum ReadError {
 pub struct Conn {
     io: Io,
     pub buf: BytesMut,
+    /// Where heads (and the body bytes sent with them) are written before they go out. Kept
+    /// across messages: once the `Bytes` split off it is written and dropped, the next head
+    /// reuses the same allocation, so a keep-alive exchange allocates nothing for its heads.
+    pub out: BytesMut,
 }
 
 /// The socket: plain TCP, or TCP under a TLS session (either side).
@@ -53,6 +57,7 @@ impl Conn {
         Conn {
             io: Io::Tcp(stream),
             buf: BytesMut::with_capacity(READ_CHUNK),
+            out: BytesMut::new(),
         }
     }
 
@@ -62,6 +67,7 @@ impl Conn {
         Conn {
             io: Io::Tls(Box::new(session)),
             buf: BytesMut::with_capacity(READ_CHUNK),
+            out: BytesMut::new(),
         }
     }
 

@@ -69,9 +69,9 @@ pub enum Sink<'a> {
     H1 {
         conn: &'a mut Conn,
         framing: BodyFraming,
-        /// Encoded with room for a small first chunk, which is appended to it: one buffer and
-        /// one write for head and body.
-        head: Option<BytesMut>,
+        /// The head waits in `conn.out`, encoded with room for a small first chunk, which is
+        /// appended to it: one buffer and one write for head and body.
+        head_pending: bool,
     },
     H2(&'a mut H2Send),
 }
@@ -118,7 +118,7 @@ impl Sink<'_> {
     /// The peer has seen the message head.
     pub fn head_sent(&self) -> bool {
         match self {
-            Sink::H1 { head, .. } => head.is_none(),
+            Sink::H1 { head_pending, .. } => !head_pending,
             Sink::H2(send) => send.head_sent(),
         }
     }
@@ -135,19 +135,25 @@ impl Sink<'_> {
             Sink::H1 {
                 conn,
                 framing,
-                head,
+                head_pending,
             } => {
-                let data = frame(data, *framing, end);
-                if data.is_empty() && head.is_none() {
+                let chunked = *framing == BodyFraming::Chunked;
+                let data = if chunked || *head_pending {
+                    // Framed into the connection's reused buffer, after the head if it is
+                    // still there: no allocation per chunk.
+                    *head_pending = false;
+                    let out = &mut conn.out;
+                    match chunked {
+                        true => frame_into(&data, end, out),
+                        false => out.extend_from_slice(&data),
+                    }
+                    out.split().freeze()
+                } else {
+                    data
+                };
+                if data.is_empty() {
                     return Ok(());
                 }
-                let data = match head.take() {
-                    Some(mut head) => {
-                        head.extend_from_slice(&data);
-                        head.freeze()
-                    }
-                    None => data,
-                };
                 conn.write(data, t.write_limit).await
             }
             Sink::H2(send) => send.write(data, end, t.write_limit).await,
@@ -293,20 +299,15 @@ fn last(stage: &mut dyn BodyStage, data: Bytes) -> Result<Bytes, Stop> {
     })
 }
 
-/// Frames body bytes for an HTTP/1.1 destination; `end` (with the trailers) appends the last
+/// Frames body bytes as HTTP/1.1 chunks onto `out`; `end` (with the trailers) appends the last
 /// chunk.
-fn frame(data: Bytes, to: BodyFraming, end: Option<Option<Fields>>) -> Bytes {
-    if to != BodyFraming::Chunked {
-        return data;
-    }
-    let mut framed = BytesMut::with_capacity(data.len() + 24);
+fn frame_into(data: &[u8], end: Option<Option<Fields>>, out: &mut BytesMut) {
     if !data.is_empty() {
-        encode_chunk(&data, &mut framed);
+        encode_chunk(data, out);
     }
     if let Some(trailers) = end {
-        encode_last(trailers.as_ref(), &mut framed);
+        encode_last(trailers.as_ref(), out);
     }
-    framed.freeze()
 }
 
 fn read_failed(dir: Dir, e: Option<ReadError>) -> Error {

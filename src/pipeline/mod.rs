@@ -239,10 +239,9 @@ pub async fn handle(
     // A gRPC caller's deadline bounds the whole exchange; when it passes, the call is over
     // (HTTP/2 only: what was sent on a stream is known after the exchange is dropped, while an
     // HTTP/1.1 response cut there could not be told from a complete one).
-    let deadline = head
-        .fields
-        .get("grpc-timeout")
-        .filter(|_| ctx.grpc && ctx.http2)
+    let deadline = (ctx.grpc && ctx.http2)
+        .then(|| head.fields.get("grpc-timeout"))
+        .flatten()
         .and_then(parse_timeout);
     let exchange = proxy(ctx, client, head, generation, must_close);
     let result = match deadline {

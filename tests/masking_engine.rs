@@ -296,6 +296,26 @@ fn numbers_failing_their_checksums_are_left_alone() {
 }
 
 #[test]
+fn dotted_numbers_that_are_no_address_are_left_alone() {
+    // The stream finds IPv4 addresses by their last two octets (a cheaper pattern whose ends
+    // include every address's): what ends like one but is none must pass unchanged, not be
+    // masked as a match whose start could not be found.
+    let m = masker();
+    for text in [
+        "version 1.2.3 and 10.20.30 build",
+        "pi is 3.14.15 roughly",
+        "octets 999.1.2.3 too large",
+        "ends .1.2",
+    ] {
+        assert_eq!(whole(&m, text), text);
+    }
+    assert_eq!(
+        whole(&m, "from 10.0.0.1, then 1.2.3"),
+        "from [REDACTED:ip_address], then 1.2.3"
+    );
+}
+
+#[test]
 fn overlapping_matches_take_the_earliest_then_the_longest_then_the_first_listed() {
     let section = MaskingSection {
         literals: vec![

@@ -100,6 +100,7 @@ pub(crate) fn literal_drafts(
             validator: None,
             span: None,
             is_literal: true,
+            stream: &[],
             literal_values: Some((raw_values, list.caseless)),
         });
     }
@@ -140,6 +141,7 @@ pub(crate) fn regex_drafts(section: &MaskingSection) -> Result<Vec<Draft>, MaskC
             validator: None,
             span: None,
             is_literal: false,
+            stream: &[],
             literal_values: None,
         });
     }

@@ -2,7 +2,9 @@
 //!
 //! # One text, any chunking, the same output
 //! The output is defined on the whole text, so that it cannot depend on where chunks split:
-//! 1. Vectorscan reports every `(pattern, end)` of the text.
+//! 1. Vectorscan reports every `(pattern, end)` of the text. For a detector whose patterns cost
+//!    the stream too much it scans cheaper *end supersets* instead (`Builtin::stream`): every
+//!    end of a real match is reported, and an end no match has is dropped in step 2.
 //! 2. Each gets one start: a literal's is `end - len`; a regex's is the leftmost start of a
 //!    match ending there, found by a block-mode start-of-match scan of the detector's own
 //!    patterns over the window `[end - longest - 1, end + 1)` (one byte either side so `\b`
@@ -199,7 +201,10 @@ impl Engine {
                 }
                 PatternKind::Literal { det, len } => (det, end.saturating_sub(u64::from(len))),
                 PatternKind::Regex { det } if det == u32::MAX => continue,
-                PatternKind::Regex { det } => (det, self.find_start(det, end)?),
+                PatternKind::Regex { det } => match self.find_start(det, end)? {
+                    Some(start) => (det, start),
+                    None => continue,
+                },
             };
             // A start before `released` lies inside a match already taken (or a span): by the
             // overlap rule the candidate is void, exactly as it would be in the whole text.
@@ -296,13 +301,13 @@ impl Engine {
             let restarted = if detector.starts.is_none() || c.end <= released {
                 None
             } else {
-                let start = self.find_start(c.det, c.end)?;
-                let valid = start >= released
-                    && start < c.end
-                    && detector
-                        .validator
-                        .is_none_or(|valid| valid(self.slice(start, c.end)));
-                valid.then_some(start)
+                self.find_start(c.det, c.end)?.filter(|&start| {
+                    start >= released
+                        && start < c.end
+                        && detector
+                            .validator
+                            .is_none_or(|valid| valid(self.slice(start, c.end)))
+                })
             };
             match restarted {
                 Some(start) => {

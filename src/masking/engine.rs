@@ -74,6 +74,14 @@ pub struct Engine {
     failed: bool,
 }
 
+/// Spare capacity kept after the text handed to vectorscan, which is always the engine's own
+/// buffer (the stream scan and the start finder's block scans). Some vectorscan SIMD routines
+/// read a whole vector past the end of the data: in 5.4.12 `shuftiDoubleExecReal`'s tail
+/// (fixed upstream in VectorCamp/vectorscan#381), a SIGSEGV when the data ends at a page
+/// boundary. With this room after it such a read stays in memory the engine owns. Found by
+/// the `mask_split` fuzz target under AddressSanitizer.
+const SCAN_SLACK: usize = 64;
+
 #[derive(Debug, Clone, Copy)]
 struct Cand {
     start: u64,
@@ -127,11 +135,15 @@ impl Engine {
         if text.is_empty() {
             return Ok(());
         }
+        let at = self.buf.len();
         self.buf.extend_from_slice(text);
+        self.buf.reserve(SCAN_SLACK);
         self.offset += text.len() as u64;
         self.arrivals.push_back((self.offset, now));
         let raw = &mut self.raw;
-        let scanned = self.stream.scan(text, |id, _from, to| raw.push((id, to)));
+        let scanned = self
+            .stream
+            .scan(&self.buf[at..], |id, _from, to| raw.push((id, to)));
         self.step(scanned, false, now, out, verdict)
     }
 

@@ -45,6 +45,7 @@ const WORDS: &[&str] = &[
     "call",
     "at",
     "v1.2.3",
+    "10.20.30",
     "café",
     "mail",
     "key:",

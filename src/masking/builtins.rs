@@ -376,12 +376,12 @@ mod tests {
     /// the patterns care about (block mode, every match end reported).
     #[test]
     fn stream_supersets_report_every_end_their_patterns_have() {
-        let database = |patterns: &[&str]| {
+        let database = |patterns: &[&str], caseless: bool| {
             let list: Vec<vs::Pattern> = patterns
                 .iter()
                 .map(|p| vs::Pattern {
                     expression: (*p).to_string(),
-                    flags: 0,
+                    flags: if caseless { vs::CASELESS } else { 0 },
                     id: 0,
                 })
                 .collect();
@@ -399,7 +399,8 @@ mod tests {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let mut checked = 0;
         for b in BUILTINS.iter().filter(|b| !b.stream.is_empty()) {
-            let (patterns, stream) = (database(b.patterns), database(b.stream));
+            let patterns = database(b.patterns, b.caseless);
+            let stream = database(b.stream, b.caseless);
             for round in 0..20_000 {
                 let mut text = Vec::new();
                 for _ in 0..(8 + round % 40) {

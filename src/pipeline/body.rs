@@ -147,7 +147,12 @@ impl Sink<'_> {
                         true => frame_into(&data, end, out),
                         false => out.extend_from_slice(&data),
                     }
-                    out.split().freeze()
+                    let bytes = out.split().freeze();
+                    if bytes.len() > OUT_KEEP {
+                        // Not kept for the next message: an idle connection would hold it.
+                        *out = BytesMut::new();
+                    }
+                    bytes
                 } else {
                     data
                 };
@@ -164,6 +169,10 @@ impl Sink<'_> {
         })
     }
 }
+
+/// Largest write whose buffer a connection keeps for its next head or chunk (heads, SSE
+/// events and small bodies); a larger one is freed once written.
+const OUT_KEEP: usize = 4096;
 
 /// Reads the body framed by `framing` from its source connection.
 pub struct BodyReader {

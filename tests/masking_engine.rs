@@ -371,6 +371,27 @@ fn a_regex_match_cut_into_by_an_earlier_one_keeps_what_is_still_a_match() {
 }
 
 #[test]
+fn a_match_failing_its_validator_still_restarts_after_a_match_that_cuts_into_it() {
+    // The second card's leftmost start ("0044 0532 3704 0044 053") is inside the first card
+    // and fails Luhn; after the first card is taken, its rest ("0532 3704 0044 053") passes
+    // and is longer than the phone number there. Cut before the second card is seen, the
+    // engine only ever saw the rest, so the whole text must give the same (mask_split fuzz
+    // target: the whole text used to keep the phone and drop the card).
+    let m = masker();
+    let text = "DE89 3704 0044 0532 019 3704 0044 0532 3704 0044 053 x";
+    let masked = whole(&m, text);
+    assert_eq!(
+        masked,
+        "DE89 3704 *******************0044 ************** 053 x"
+    );
+    for cut in 1..text.len() {
+        let (a, b) = text.as_bytes().split_at(cut);
+        let (out, _) = mask_pieces(&m, &[a, b], Mode::Enforce).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), masked, "cut at {cut}");
+    }
+}
+
+#[test]
 fn a_block_detector_fails_closed_and_releases_nothing_of_the_match() {
     let mut section = MaskingSection::default();
     section.builtins.insert(

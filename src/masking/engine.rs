@@ -13,7 +13,8 @@
 //!    longest, then the detector listed first (built-ins in table order, then literal lists,
 //!    then regexes); a regex candidate that starts inside it gets the leftmost start after it
 //!    that still makes a match (and is dropped if none does), a literal is dropped; repeat
-//!    after its end.
+//!    after its end. A regex candidate its validator refused never wins, but it restarts like
+//!    this too (its rest may be valid), so it is kept until no match can cut into it.
 //!
 //! Streaming, a candidate is taken once no unseen match could start at or before it: unseen
 //! matches end at or after the current offset, so they start no earlier than the hold point
@@ -87,6 +88,10 @@ struct Cand {
     start: u64,
     end: u64,
     det: u32,
+    /// The validator accepts `[start, end)`. An invalid pattern match never wins, but it is
+    /// kept while a match taken at its start could cut into it: it then restarts after that
+    /// match like any other (see `restart_overlapped`), and its rest may be valid.
+    valid: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -224,12 +229,19 @@ impl Engine {
                 continue;
             }
             let detector = &self.masker.detectors[det as usize];
-            if let Some(valid) = detector.validator {
-                if !valid(self.slice(start, end)) {
-                    continue;
-                }
+            let valid = detector
+                .validator
+                .is_none_or(|valid| valid(self.slice(start, end)));
+            // A literal cannot restart later, so an invalid one is dropped now.
+            if !valid && detector.starts.is_none() {
+                continue;
             }
-            self.cands.push(Cand { start, end, det });
+            self.cands.push(Cand {
+                start,
+                end,
+                det,
+                valid,
+            });
         }
         raw.clear();
         self.raw = raw;
@@ -256,12 +268,17 @@ impl Engine {
             let mut open_span = false;
             loop {
                 self.restart_overlapped(&mut cands)?;
-                cands.sort_unstable_by_key(|c| Reverse((c.start, Reverse(c.end), c.det)));
+                cands.sort_unstable_by_key(|c| Reverse((c.start, !c.valid, Reverse(c.end), c.det)));
                 let Some(&c) = cands.last() else { break };
                 if c.start >= hold_point {
                     break;
                 }
                 cands.pop();
+                // Valid candidates sort first at a start: no match can be taken at this one's
+                // start any more, so nothing can cut into it and it is done.
+                if !c.valid {
+                    continue;
+                }
                 self.select(c, out, verdict)?;
                 if self.span.is_some() && !self.run_span(last, out) {
                     open_span = true;
@@ -324,6 +341,7 @@ impl Engine {
             match restarted {
                 Some(start) => {
                     cands[i].start = start;
+                    cands[i].valid = true;
                     i += 1;
                 }
                 None => {

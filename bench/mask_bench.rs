@@ -55,7 +55,7 @@ fn main() {
         masker.longest_match()
     );
 
-    let mut patterns: Vec<(String, u32)> = Masker::builtin_stream_patterns()
+    let mut patterns: Vec<(String, u32)> = Masker::builtin_patterns()
         .map(|(_, p)| (p.to_string(), 0))
         .collect();
     patterns.extend(literals.iter().map(|l| (escape(l), 0)));

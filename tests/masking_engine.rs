@@ -297,26 +297,6 @@ fn numbers_failing_their_checksums_are_left_alone() {
 }
 
 #[test]
-fn dotted_numbers_that_are_no_address_are_left_alone() {
-    // The stream finds IPv4 addresses by their last two octets (a cheaper pattern whose ends
-    // include every address's): what ends like one but is none must pass unchanged, not be
-    // masked as a match whose start could not be found.
-    let m = masker();
-    for text in [
-        "version 1.2.3 and 10.20.30 build",
-        "pi is 3.14.15 roughly",
-        "octets 999.1.2.3 too large",
-        "ends .1.2",
-    ] {
-        assert_eq!(whole(&m, text), text);
-    }
-    assert_eq!(
-        whole(&m, "from 10.0.0.1, then 1.2.3"),
-        "from [REDACTED:ip_address], then 1.2.3"
-    );
-}
-
-#[test]
 fn overlapping_matches_take_the_earliest_then_the_longest_then_the_first_listed() {
     let section = MaskingSection {
         literals: vec![
@@ -377,17 +357,27 @@ fn a_match_failing_its_validator_still_restarts_after_a_match_that_cuts_into_it(
     // and is longer than the phone number there. Cut before the second card is seen, the
     // engine only ever saw the rest, so the whole text must give the same (mask_split fuzz
     // target: the whole text used to keep the phone and drop the card).
+    // Review: a refused rest stays a candidate too. The last IBAN's match is refused whole
+    // (leftmost start `CD10`, inside the first IBAN) and after the first IBAN (`EF64`, where
+    // the second one is taken), and is valid only after the second one.
     let m = masker();
-    let text = "DE89 3704 0044 0532 019 3704 0044 0532 3704 0044 053 x";
-    let masked = whole(&m, text);
-    assert_eq!(
-        masked,
-        "DE89 3704 *******************0044 ************** 053 x"
-    );
-    for cut in 1..text.len() {
-        let (a, b) = text.as_bytes().split_at(cut);
-        let (out, _) = mask_pieces(&m, &[a, b], Mode::Enforce).unwrap();
-        assert_eq!(String::from_utf8(out).unwrap(), masked, "cut at {cut}");
+    for (text, expected) in [
+        (
+            "DE89 3704 0044 0532 019 3704 0044 0532 3704 0044 053 x",
+            "DE89 3704 *******************0044 ************** 053 x",
+        ),
+        (
+            "x AB67 3914 2777 7317 1669 CD10 EF64 8439 2500 1806 GH81 4608 4778 4533 x",
+            "x *************************CD10 ***************1806 ***************4533 x",
+        ),
+    ] {
+        let masked = whole(&m, text);
+        assert_eq!(masked, expected);
+        for cut in 1..text.len() {
+            let (a, b) = text.as_bytes().split_at(cut);
+            let (out, _) = mask_pieces(&m, &[a, b], Mode::Enforce).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), masked, "cut at {cut}");
+        }
     }
 }
 

@@ -26,12 +26,6 @@ pub(crate) struct Builtin {
     pub action: Action,
     /// Vectorscan patterns; a match of any of them is a match of the detector.
     pub patterns: &'static [&'static str],
-    /// What the stream scans instead of `patterns`, when `patterns` cost it too much: cheaper
-    /// patterns whose match *ends* include every end of a `patterns` match (a suffix of each,
-    /// with fewer constraints). Starts are still found, and matches decided, with `patterns`
-    /// (see `compile::StartFinder`), so an end only the superset reports is dropped there.
-    /// Empty: the stream scans `patterns`.
-    pub stream: &'static [&'static str],
     pub caseless: bool,
     /// Class spec (see `ByteSet::parse`) of bytes that may appear anywhere in a match.
     pub anywhere: &'static str,
@@ -64,7 +58,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
             r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,120}[A-Za-z0-9])?\.[A-Za-z]{2,24}\b",
         ],
         caseless: false,
-        stream: &[],
         anywhere: "A-Za-z0-9._%+@-",
         first: "A-Za-z0-9._%+-",
         validator: None,
@@ -83,7 +76,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
             r"\b0[1-9][0-9]{1,3}[ /-][0-9]{3,4}[ -]?[0-9]{3,4}\b",
         ],
         caseless: false,
-        stream: &[],
         anywhere: r"0-9+()\x20./-",
         first: "0-9+(",
         validator: None,
@@ -95,7 +87,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Partial,
         patterns: &[r"\b[0-9](?:[ -]?[0-9]){12,18}\b"],
         caseless: false,
-        stream: &[],
         anywhere: r"0-9\x20-",
         first: "0-9",
         validator: Some(validate::luhn),
@@ -107,7 +98,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Partial,
         patterns: &[r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"],
         caseless: false,
-        stream: &[],
         anywhere: r"A-Z0-9\x20",
         first: "A-Z",
         validator: Some(validate::iban),
@@ -119,7 +109,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Redact,
         patterns: &[r"\b[0-9]{3}-[0-9]{2}-[0-9]{4}\b"],
         caseless: false,
-        stream: &[],
         anywhere: "0-9-",
         first: "0-9",
         validator: Some(validate::us_ssn),
@@ -131,12 +120,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Redact,
         patterns: &[r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b"],
         caseless: false,
-        // The last two octets and their dots end every match. Vectorscan scans English text
-        // ~20 % faster with this instead of the whole pattern in the database (mask-bench
-        // --try-db, 2026-11-27: 701 → 825 MB/s for the database with the 1000 literals). The
-        // `\b` stays: without it an end is reported before the next byte is known, and a
-        // chunk ending inside `10.0.0.12` would mask `10.0.0.1`.
-        stream: &[r"\.[0-9]{1,3}\.[0-9]{1,3}\b"],
         anywhere: "0-9.",
         first: "0-9",
         validator: Some(validate::ipv4),
@@ -152,7 +135,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
             r"\b(?:[0-9A-Fa-f]{1,4}:){1,6}(?::[0-9A-Fa-f]{1,4}){1,6}\b",
         ],
         caseless: false,
-        stream: &[],
         anywhere: "0-9A-Fa-f:",
         first: HEX,
         validator: Some(validate::ipv6),
@@ -164,7 +146,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Redact,
         patterns: &[r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b"],
         caseless: false,
-        stream: &[],
         anywhere: "A-Z0-9",
         first: "A",
         validator: None,
@@ -179,7 +160,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
             r"\bgithub_pat_[A-Za-z0-9_]{22,120}\b",
         ],
         caseless: false,
-        stream: &[],
         anywhere: "A-Za-z0-9_",
         first: "g",
         validator: None,
@@ -191,7 +171,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Redact,
         patterns: &[r"\bgl(?:pat|ptt|rt|dt|soat|cbt)-[A-Za-z0-9_-]{20,64}\b"],
         caseless: false,
-        stream: &[],
         anywhere: "A-Za-z0-9_-",
         first: "g",
         validator: Some(validate::no_armour_line),
@@ -203,7 +182,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Redact,
         patterns: &[r"\bxox[abposr]-[A-Za-z0-9-]{10,200}\b"],
         caseless: false,
-        stream: &[],
         anywhere: "A-Za-z0-9-",
         first: "x",
         validator: Some(validate::no_armour_line),
@@ -215,7 +193,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Redact,
         patterns: &[r"\bsk-(?:proj-|svcacct-|admin-|ant-)?[A-Za-z0-9_-]{20,200}\b"],
         caseless: false,
-        stream: &[],
         anywhere: "A-Za-z0-9_-",
         first: "s",
         validator: Some(validate::no_armour_line),
@@ -228,7 +205,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         // Header, dot, start of payload: both base64url of a JSON object (`{"` → `eyJ`).
         patterns: &[r"\beyJ[A-Za-z0-9_-]{4,200}\.eyJ"],
         caseless: false,
-        stream: &[],
         anywhere: "A-Za-z0-9_.-",
         first: "e",
         validator: None,
@@ -247,7 +223,6 @@ pub(crate) const BUILTINS: &[Builtin] = &[
         action: Action::Redact,
         patterns: &[r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----"],
         caseless: false,
-        stream: &[],
         anywhere: r"A-Z0-9\x20-",
         first: "-",
         validator: None,
@@ -359,7 +334,6 @@ pub(crate) fn drafts(section: &MaskingSection) -> Result<Vec<Draft>, MaskConfigE
                 ),
             }),
             is_literal: false,
-            stream: b.stream,
             literal_values: None,
         });
     }
@@ -370,66 +344,6 @@ pub(crate) fn drafts(section: &MaskingSection) -> Result<Vec<Draft>, MaskConfigE
 mod tests {
     use super::*;
     use crate::masking::vs;
-
-    /// Every end of a match of a built-in's patterns must also be an end of its stream
-    /// supersets, or the stream would miss a match: checked on random texts over the bytes
-    /// the patterns care about (block mode, every match end reported).
-    #[test]
-    fn stream_supersets_report_every_end_their_patterns_have() {
-        let database = |patterns: &[&str], caseless: bool| {
-            let list: Vec<vs::Pattern> = patterns
-                .iter()
-                .map(|p| vs::Pattern {
-                    expression: (*p).to_string(),
-                    flags: if caseless { vs::CASELESS } else { 0 },
-                    id: 0,
-                })
-                .collect();
-            vs::Database::compile(&list, vs::MODE_BLOCK).unwrap()
-        };
-        let ends = |db: &vs::Database, text: &[u8]| {
-            let mut ends = std::collections::BTreeSet::new();
-            db.scan_block(text, |_, _, to| {
-                ends.insert(to);
-            })
-            .unwrap();
-            ends
-        };
-        let alphabet = b"0123456789.:-+ ()/aAfFxZ_";
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut checked = 0;
-        for b in BUILTINS.iter().filter(|b| !b.stream.is_empty()) {
-            let patterns = database(b.patterns, b.caseless);
-            let stream = database(b.stream, b.caseless);
-            for round in 0..20_000 {
-                let mut text = Vec::new();
-                for _ in 0..(8 + round % 40) {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    // Mostly digits and dots, so matches are common.
-                    let pick = (seed >> 32) as usize;
-                    text.push(match pick % 4 {
-                        0 | 1 => b'0' + (pick / 4 % 10) as u8,
-                        2 => b'.',
-                        _ => alphabet[pick / 4 % alphabet.len()],
-                    });
-                }
-                let exact = ends(&patterns, &text);
-                let superset = ends(&stream, &text);
-                assert!(
-                    exact.is_subset(&superset),
-                    "{}: {:?} ends at {:?}, the stream superset at {:?}",
-                    b.id,
-                    String::from_utf8_lossy(&text),
-                    exact,
-                    superset
-                );
-                checked += exact.len();
-            }
-        }
-        assert!(checked > 1000, "only {checked} match ends were checked");
-    }
 
     #[test]
     fn every_builtin_is_bounded_and_fits_the_default_hold() {

@@ -35,10 +35,6 @@ pub(crate) struct Detector {
     pub span: Option<Span>,
     /// How to find where a regex match starts (`None` for literal lists).
     pub starts: Option<StartFinder>,
-    /// The stream reports exactly the ends of this detector's matches. `false` when it scans
-    /// end supersets: an end with no match ending there is then dropped, where for an exact
-    /// detector it would be a vectorscan inconsistency and fail safe (mask the widest match).
-    pub exact_ends: bool,
 }
 
 /// Finds the leftmost start of a regex match whose end vectorscan reported.
@@ -93,9 +89,6 @@ pub(crate) struct Draft {
     /// The span rule, and the end-marker pattern when it has one.
     pub span: Option<(Span, Option<&'static str>)>,
     pub is_literal: bool,
-    /// End-superset patterns the stream scans instead of `patterns` (see `Builtin::stream`);
-    /// empty: `patterns` themselves.
-    pub stream: &'static [&'static str],
     /// A literal list's strings and caselessness, for exact hold checks.
     pub literal_values: Option<(Vec<Vec<u8>>, bool)>,
 }
@@ -158,9 +151,6 @@ impl Masker {
                     None => regex_width(&d.key, &p.expr, p.flags)?,
                 };
                 max_width = max_width.max(width);
-                if !d.stream.is_empty() {
-                    continue;
-                }
                 patterns.push(match p.literal_len {
                     Some(len) => PatternKind::Literal {
                         det,
@@ -171,16 +161,6 @@ impl Masker {
                 stream_patterns.push(vs::Pattern {
                     expression: p.expr.clone(),
                     flags: p.flags,
-                    id: 0,
-                });
-                pattern_keys.push(d.key.clone());
-            }
-            let flags = d.patterns.first().map_or(0, |p| p.flags);
-            for expr in d.stream {
-                patterns.push(PatternKind::Regex { det });
-                stream_patterns.push(vs::Pattern {
-                    expression: (*expr).to_string(),
-                    flags,
                     id: 0,
                 });
                 pattern_keys.push(d.key.clone());
@@ -223,7 +203,6 @@ impl Masker {
                 validator: d.validator,
                 span: d.span.map(|(s, _)| s),
                 starts,
-                exact_ends: d.stream.is_empty(),
             });
         }
         for (id, p) in stream_patterns.iter_mut().enumerate() {
@@ -292,19 +271,6 @@ impl Masker {
         BUILTINS
             .iter()
             .flat_map(|b| b.patterns.iter().map(move |p| (b.id, *p)))
-    }
-
-    /// What the stream database holds for the built-ins: their patterns, or the end
-    /// supersets that replace them there (for the benchmark's raw-scan column).
-    pub fn builtin_stream_patterns() -> impl Iterator<Item = (&'static str, &'static str)> {
-        BUILTINS.iter().flat_map(|b| {
-            let scanned = if b.stream.is_empty() {
-                b.patterns
-            } else {
-                b.stream
-            };
-            scanned.iter().map(move |p| (b.id, *p))
-        })
     }
 
     /// A new engine for one text stream.

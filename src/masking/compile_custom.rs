@@ -100,7 +100,6 @@ pub(crate) fn literal_drafts(
             validator: None,
             span: None,
             is_literal: true,
-            stream: &[],
             literal_values: Some((raw_values, list.caseless)),
         });
     }
@@ -141,7 +140,6 @@ pub(crate) fn regex_drafts(section: &MaskingSection) -> Result<Vec<Draft>, MaskC
             validator: None,
             span: None,
             is_literal: false,
-            stream: &[],
             literal_values: None,
         });
     }

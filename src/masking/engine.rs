@@ -2,9 +2,7 @@
 //!
 //! # One text, any chunking, the same output
 //! The output is defined on the whole text, so that it cannot depend on where chunks split:
-//! 1. Vectorscan reports every `(pattern, end)` of the text. For a detector whose patterns cost
-//!    the stream too much it scans cheaper *end supersets* instead (`Builtin::stream`): every
-//!    end of a real match is reported, and an end no match has is dropped in step 2.
+//! 1. Vectorscan reports every `(pattern, end)` of the text.
 //! 2. Each gets one start: a literal's is `end - len`; a regex's is the leftmost start of a
 //!    match ending there, found by a block-mode start-of-match scan of the detector's own
 //!    patterns over the window `[end - longest - 1, end + 1)` (one byte either side so `\b`
@@ -218,10 +216,7 @@ impl Engine {
                 }
                 PatternKind::Literal { det, len } => (det, end.saturating_sub(u64::from(len))),
                 PatternKind::Regex { det } if det == u32::MAX => continue,
-                PatternKind::Regex { det } => match self.find_start(det, end)? {
-                    Some(start) => (det, start),
-                    None => continue,
-                },
+                PatternKind::Regex { det } => (det, self.find_start(det, end)?),
             };
             // A start before `released` lies inside a match already taken (or a span): by the
             // overlap rule the candidate is void, exactly as it would be in the whole text.
@@ -269,16 +264,21 @@ impl Engine {
             loop {
                 self.restart_overlapped(&mut cands)?;
                 cands.sort_unstable_by_key(|c| Reverse((c.start, !c.valid, Reverse(c.end), c.det)));
+                // Valid candidates sort first at a start: a refused one in front can no longer
+                // be cut into by a match taken at its start, so it is done. Dropping it moves
+                // nothing, so all of them go without sorting again (a run of numbers failing
+                // Luhn leaves one per digit).
+                while cands
+                    .last()
+                    .is_some_and(|c| !c.valid && c.start < hold_point)
+                {
+                    cands.pop();
+                }
                 let Some(&c) = cands.last() else { break };
                 if c.start >= hold_point {
                     break;
                 }
                 cands.pop();
-                // Valid candidates sort first at a start: no match can be taken at this one's
-                // start any more, so nothing can cut into it and it is done.
-                if !c.valid {
-                    continue;
-                }
                 self.select(c, out, verdict)?;
                 if self.span.is_some() && !self.run_span(last, out) {
                     open_span = true;
@@ -330,18 +330,20 @@ impl Engine {
             let restarted = if detector.starts.is_none() || c.end <= released {
                 None
             } else {
-                self.find_start(c.det, c.end)?.filter(|&start| {
-                    start >= released
-                        && start < c.end
-                        && detector
-                            .validator
-                            .is_none_or(|valid| valid(self.slice(start, c.end)))
+                // As in `collect`: no start at or after `released` drops it; a start the
+                // validator refuses keeps it, invalid, for the next match that cuts into it.
+                let start = self.find_start(c.det, c.end)?;
+                (start >= released && start < c.end).then(|| {
+                    let valid = detector
+                        .validator
+                        .is_none_or(|valid| valid(self.slice(start, c.end)));
+                    (start, valid)
                 })
             };
             match restarted {
-                Some(start) => {
+                Some((start, valid)) => {
                     cands[i].start = start;
-                    cands[i].valid = true;
+                    cands[i].valid = valid;
                     i += 1;
                 }
                 None => {

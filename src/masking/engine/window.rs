@@ -9,15 +9,13 @@ use crate::masking::{MaskError, Verdict};
 // === impl Engine ===
 
 impl Engine {
-    /// The leftmost start of a match of detector `det` ending at `end` (see `StartFinder`);
-    /// `None` when no match ends there (possible only for a detector whose stream scans end
-    /// supersets).
-    pub(super) fn find_start(&self, det: u32, end: u64) -> Result<Option<u64>, MaskError> {
+    /// The leftmost start of a match of detector `det` ending at `end` (see `StartFinder`).
+    pub(super) fn find_start(&self, det: u32, end: u64) -> Result<u64, MaskError> {
         let detector = &self.masker.detectors[det as usize];
         let widest = end.saturating_sub(detector.max_width as u64);
         let floor = widest.max(self.released);
         let Some(finder) = &detector.starts else {
-            return Ok(Some(floor));
+            return Ok(floor);
         };
         // Every byte of the match is in `anywhere`: the start is after the last one that is not.
         let mut lowest = end;
@@ -43,7 +41,7 @@ impl Engine {
             db.scan_block(self.slice(from, hi), |_, _, to| found |= to == target)
                 .map_err(|e| MaskError::Scan(e.message))?;
             if found {
-                return Ok(Some(start));
+                return Ok(start);
             }
         }
         // No start at or after `released`, but the match may begin before it: then it does, in
@@ -52,12 +50,10 @@ impl Engine {
         // Answering `released` would make the masked bytes depend on where the text was cut
         // (found by the mask_split fuzz target).
         if widest < self.released {
-            return Ok(Some(widest));
+            return Ok(widest);
         }
-        // An end superset reports ends no match has: nothing to mask. For a detector whose
-        // stream reports exact ends this would be a vectorscan inconsistency: mask the widest
-        // possible match.
-        Ok(detector.exact_ends.then_some(floor))
+        // No start found would be a vectorscan inconsistency: mask the widest possible match.
+        Ok(floor)
     }
 
     pub(super) fn byte(&self, at: u64) -> Option<u8> {
